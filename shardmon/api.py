@@ -1,0 +1,105 @@
+"""The seed's API: module-level helpers configured from settings, safe anywhere.
+
+`log_bot_restart`, `log_bot_crash` and `log_deployment` work from a plain script, a deploy hook
+or an exception handler: they journal the event (fsynced), then write it to Redis with a
+1-second timeout, and never raise. Inside a running event loop the work is handed to one
+background thread, so the bot's loop never waits; the thread is joined at interpreter exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache
+from typing import Any
+
+import redis
+
+from shardmon.connection import REDIS_ERRORS, create_redis, create_sync_redis
+from shardmon.journal import Journal
+from shardmon.keys import Keys
+from shardmon.models import RestartEvent, RestartType, crash_metadata
+from shardmon.monitor import SystemMonitor
+from shardmon.settings import Settings, load_settings
+from shardmon.store import record_restart_sync
+
+__all__ = ["get_system_monitor", "log_bot_crash", "log_bot_restart", "log_deployment"]
+
+log = logging.getLogger(__name__)
+
+_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shardmon-restart-log")
+_monitor: SystemMonitor | None = None
+_monitor_lock = threading.Lock()
+
+
+@cache
+def _settings() -> Settings:
+    return load_settings()
+
+
+def get_system_monitor() -> SystemMonitor:
+    """This process's monitor, built from settings on first use (`await monitor.start()`)."""
+    global _monitor
+    with _monitor_lock:
+        if _monitor is None:
+            settings = _settings()
+            client = create_redis(settings.redis_url_or_default())
+            _monitor = SystemMonitor(settings.monitor_config(), client)
+        return _monitor
+
+
+def log_bot_restart(
+    type: RestartType | str = RestartType.MANUAL, metadata: dict[str, Any] | None = None
+) -> RestartEvent | None:
+    """Log a restart (`startup`, `manual`, `crash`, `deployment` or `scheduled`)."""
+    return _log(type, metadata)
+
+
+def log_bot_crash(error: str | BaseException, traceback_str: str = "") -> RestartEvent | None:
+    """Log a crash; the error and traceback are bounded (the traceback keeps its tail)."""
+    return _log(RestartType.CRASH, crash_metadata(str(error), traceback_str))
+
+
+def log_deployment(version: str, changelog: str = "") -> RestartEvent | None:
+    """Log a deployment of `version`, with its changelog."""
+    return _log(RestartType.DEPLOYMENT, {"changelog": changelog}, version=version)
+
+
+def _log(
+    restart_type: RestartType | str, metadata: dict[str, Any] | None, version: str | None = None
+) -> RestartEvent | None:
+    try:
+        settings = _settings()
+        event = settings.monitor_config().event(restart_type, metadata, version=version)
+    except Exception:  # the seed's contract: never raise; said in the log instead
+        log.exception("restart event not logged")
+        return None
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        _persist(settings, event)
+    else:
+        _writer.submit(_persist, settings, event)
+    return event
+
+
+def _persist(settings: Settings, event: RestartEvent) -> None:
+    """Journal first (the durable copy), then Redis; an outage leaves it for the replay."""
+    line = event.to_json()
+    try:
+        Journal(settings.journal_path).append(line)
+    except OSError as exc:
+        log.error("restart event %s not journaled (%s): %s", event.id, settings.journal_path, exc)
+    client = create_sync_redis(settings.redis_url_or_default())
+    try:
+        record_restart_sync(client, Keys(settings.deployment), event)
+    except (*REDIS_ERRORS, redis.RedisError) as exc:
+        log.warning(
+            "restart event %s kept in the journal, Redis unreachable (%s)",
+            event.id,
+            type(exc).__name__,
+        )
+    finally:
+        client.close()

@@ -1,0 +1,110 @@
+"""Every Redis key shardmon uses, spelled once (the contract of DESIGN.md, "Keys").
+
+All keys of a deployment share the hash tag `{<deployment>}`, so they live in one Redis Cluster
+slot and multi-key scripts work on standalone Redis, Sentinel and Cluster alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["ALERTS_CAP", "ROLLUP_MINUTE_TTL_S", "Keys"]
+
+#: `rollup:<minute>` lives two days: enough for "the last 24 hours" at minute resolution.
+ROLLUP_MINUTE_TTL_S = 2 * 86400
+#: `alerts` keeps the newest 100 alerts: the answer to "why did no alert reach Discord?".
+ALERTS_CAP = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key names of one deployment: `Keys("acme").restarts == "shardmon:{acme}:restarts"`."""
+
+    deployment: str
+
+    @property
+    def prefix(self) -> str:
+        return f"shardmon:{{{self.deployment}}}:"
+
+    def samples(self, shard: int) -> str:
+        """LIST: newest-first sample JSON of one shard, LTRIMmed to `history_size`."""
+        return f"{self.prefix}samples:{shard}"
+
+    @property
+    def seq(self) -> str:
+        """HASH shard -> sequence number of its last applied sample (retried writes ignored)."""
+        return f"{self.prefix}seq"
+
+    @property
+    def latest(self) -> str:
+        """HASH shard -> newest sample JSON: the fleet's state in one HGETALL."""
+        return f"{self.prefix}latest"
+
+    @property
+    def heartbeats(self) -> str:
+        """ZSET member shard, score last-seen time: stale shards are one ZRANGEBYSCORE."""
+        return f"{self.prefix}heartbeats"
+
+    def shard_info(self, shard: int) -> str:
+        """HASH started_at, host, pid, version, shard_count, node of the process running it."""
+        return f"{self.prefix}shard:{shard}"
+
+    @property
+    def restarts(self) -> str:
+        """ZSET of every restart event JSON of the fleet, score = event time."""
+        return f"{self.prefix}restarts"
+
+    def shard_restarts(self, shard: int) -> str:
+        """ZSET of the same events per shard: the storm count is a ZCOUNT here."""
+        return f"{self.prefix}restarts:{shard}"
+
+    def gateway_identify(self, shard: int) -> str:
+        """ZSET one member per gateway IDENTIFY, score = time, trimmed to 7 days."""
+        return f"{self.prefix}gateway:{shard}:identify"
+
+    def gateway_resume(self, shard: int) -> str:
+        """ZSET one member per gateway RESUME, score = time, trimmed to 7 days."""
+        return f"{self.prefix}gateway:{shard}:resume"
+
+    @property
+    def leader(self) -> str:
+        """STRING node id of the leader, set NX with a PX lease."""
+        return f"{self.prefix}leader"
+
+    @property
+    def leader_epoch(self) -> str:
+        """STRING INCRed on every new leadership: the fencing number on alerts."""
+        return f"{self.prefix}leader:epoch"
+
+    def alert(self, rule: str, shard: int | None = None) -> str:
+        """STRING dedupe guard, SET NX EX <dedupe_s>: while it exists the alert is muted."""
+        suffix = "" if shard is None else f":{shard}"
+        return f"{self.prefix}alert:{rule}{suffix}"
+
+    @property
+    def alerts(self) -> str:
+        """LIST newest-first JSON of alerts sent and resolved, capped at `ALERTS_CAP`."""
+        return f"{self.prefix}alerts"
+
+    def rollup_minute(self, minute_start: int) -> str:
+        """HASH fleet aggregates of the minute starting at that epoch second."""
+        return f"{self.prefix}rollup:{minute_start}"
+
+    @property
+    def rollup_minute_pattern(self) -> str:
+        """SCAN/KEYS pattern of the minute rollups (it also matches the hourly ones)."""
+        return f"{self.prefix}rollup:*"
+
+    def rollup_hour(self, hour_start: int) -> str:
+        """HASH fleet aggregates of the hour starting at that epoch second, kept 30 days."""
+        return f"{self.prefix}rollup:h:{hour_start}"
+
+    @property
+    def thresholds(self) -> str:
+        """HASH `<rule>` or `<rule>:<shard>` -> value: runtime overrides read by the leader."""
+        return f"{self.prefix}thresholds"
+
+    @property
+    def alert_channels(self) -> str:
+        """HASH guild id -> channel id of its first dev-logs/admin-logs/... channel."""
+        return f"{self.prefix}alert_channels"

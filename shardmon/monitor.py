@@ -1,0 +1,344 @@
+"""The per-process monitor: samples its shards, logs restarts, and survives Redis outages.
+
+Samples taken while Redis is unreachable wait in a bounded buffer and are written when it comes
+back; restart events are journaled first, and the journal is replayed on start and after every
+outage, so nothing logged is lost and nothing is written twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+
+from shardmon.collector import Collector
+from shardmon.connection import REDIS_ERRORS
+from shardmon.journal import Journal
+from shardmon.keys import Keys
+from shardmon.models import (
+    MalformedData,
+    ProcessMetrics,
+    RestartEvent,
+    RestartType,
+    Sample,
+    new_event,
+    parse_event,
+)
+from shardmon.render import format_uptime
+from shardmon.stats import Spread, summarize_samples
+from shardmon.store import ShardInfo, Store
+
+__all__ = ["GatewayStats", "MonitorConfig", "SystemMonitor", "default_node"]
+
+log = logging.getLogger(__name__)
+
+#: Samples written per pipeline when a buffer is flushed after an outage.
+FLUSH_BATCH = 200
+
+
+def default_node() -> str:
+    """This process's node id, `host:pid`."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorConfig:
+    """The plain values the core takes (the edges build it from `settings.Settings`)."""
+
+    deployment: str = "default"
+    shard_ids: tuple[int, ...] = (0,)
+    shard_count: int = 1
+    system_name: str = "Discord Bot"
+    environment: str = "Production"
+    version: str = "0.0.0"
+    node: str = field(default_factory=default_node)
+    sample_interval_s: float = 60
+    history_size: int = 1000
+    sample_buffer_size: int = 1000
+    memory_critical: float = 85
+    cpu_critical: float = 85
+    restart_alert_threshold: int = 3
+    restart_window_s: int = 3600
+    journal_path: Path = Path("logs/system_restarts.log")
+
+    def event(
+        self,
+        restart_type: RestartType | str,
+        metadata: dict[str, Any] | None = None,
+        *,
+        version: str | None = None,
+    ) -> RestartEvent:
+        """A new restart event of this process's shards."""
+        return new_event(
+            restart_type,
+            shards=self.shard_ids,
+            node=self.node,
+            system=self.system_name,
+            environment=self.environment,
+            version=version or self.version,
+            metadata=metadata,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayStats:
+    """A shard's gateway figures, supplied by the bot (the cog): unknown by default."""
+
+    latency_ms: float | None = None
+    guilds: int = 0
+    users: int = 0
+
+
+GatewayProvider = Callable[[int], GatewayStats]
+
+
+class SystemMonitor:
+    """Samples this process's shards every `sample_interval_s` and records its restarts.
+
+    Args:
+        config: deployment, shards and limits (see `MonitorConfig`).
+        client: asyncio Redis client from `shardmon.connection.create_redis`.
+        gateway: shard id -> its `GatewayStats`; the cog passes one reading the bot.
+        collector: the metrics source; a `Collector` of the journal's filesystem by default.
+    """
+
+    MEMORY_CRITICAL: float = 85
+    CPU_CRITICAL: float = 85
+    RESTART_ALERT_THRESHOLD: int = 3
+
+    def __init__(
+        self,
+        config: MonitorConfig,
+        client: aioredis.Redis,
+        *,
+        gateway: GatewayProvider | None = None,
+        collector: Collector | None = None,
+    ) -> None:
+        self.config = config
+        self.MEMORY_CRITICAL = config.memory_critical
+        self.CPU_CRITICAL = config.cpu_critical
+        self.RESTART_ALERT_THRESHOLD = config.restart_alert_threshold
+        self.store = Store(client, Keys(config.deployment), config.history_size)
+        self.journal = Journal(config.journal_path)
+        self.collector = collector or Collector(disk_path=config.journal_path.parent)
+        self.gateway: GatewayProvider = gateway or (lambda shard: GatewayStats())
+        self.started_at = time.time()
+        #: The last `history_size` readings of this process, oldest first.
+        self.metrics_history: deque[ProcessMetrics] = deque(maxlen=config.history_size)
+        #: Samples not yet in Redis (an outage), oldest first, with their sequence numbers.
+        self.pending: deque[tuple[Sample, int]] = deque()
+        #: Samples dropped because `pending` was full during a long outage.
+        self.dropped_samples = 0
+        self.redis_available = True
+        self._needs_replay = True
+        self._last_seq = 0
+        self._task: asyncio.Task[None] | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Register the shards, replay the journal and start the sampling loop.
+
+        Never raises for a Redis outage: the loop retries until Redis is back.
+        """
+        if self._task is not None:
+            return
+        await self._sync_with_redis()
+        if self.redis_available:
+            await self._write_shard_info()
+        self._task = asyncio.create_task(self._run(), name="shardmon-sampling")
+        log.info(
+            "monitoring shards %s of %s every %ss",
+            list(self.config.shard_ids),
+            self.config.deployment,
+            self.config.sample_interval_s,
+        )
+
+    async def stop(self) -> None:
+        """Stop the loop and try once more to write what is pending."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.pending:
+            await self._sync_with_redis()
+        if self.pending:
+            log.warning("stopped with %d sample(s) not written to Redis", len(self.pending))
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def _run(self) -> None:
+        interval = self.config.sample_interval_s
+        while True:
+            started = time.monotonic()
+            try:
+                await self.sample_once()
+            except Exception:  # the loop must outlive any one bad tick; logged below
+                log.exception("sampling tick failed; retrying next interval")
+            await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+    # -- sampling -------------------------------------------------------------------------
+
+    async def sample_once(self) -> list[Sample]:
+        """Take one reading, make a sample per shard, and write them (or buffer them)."""
+        metrics = await self.collector.collect_async()
+        self.metrics_history.append(metrics)
+        samples = []
+        for shard in self.config.shard_ids:
+            stats = self.gateway(shard)
+            samples.append(
+                Sample(
+                    **metrics.model_dump(),
+                    shard=shard,
+                    latency_ms=stats.latency_ms,
+                    guilds=stats.guilds,
+                    users=stats.users,
+                    node=self.config.node,
+                )
+            )
+        for sample in samples:
+            self._enqueue(sample)
+        await self._sync_with_redis()
+        return samples
+
+    def _enqueue(self, sample: Sample) -> None:
+        # Sequence numbers are microseconds, strictly increasing: unique across restarts of the
+        # process, and exact in Lua's doubles (below 2**53).
+        self._last_seq = max(self._last_seq + 1, time.time_ns() // 1000)
+        if len(self.pending) >= self.config.sample_buffer_size:
+            self.pending.popleft()
+            self.dropped_samples += 1
+            if self.dropped_samples == 1 or self.dropped_samples % 100 == 0:
+                log.warning(
+                    "sample buffer full (%d) during a Redis outage: %d oldest sample(s) dropped",
+                    self.config.sample_buffer_size,
+                    self.dropped_samples,
+                )
+        self.pending.append((sample, self._last_seq))
+
+    async def _sync_with_redis(self) -> None:
+        """Replay the journal if needed, then write pending samples; notes outages and returns."""
+        try:
+            if self._needs_replay:
+                lines = await asyncio.to_thread(self.journal.lines)
+                added = await self.store.replay_restarts(lines)
+                self._needs_replay = False
+                if added:
+                    log.info("replayed %d restart event(s) from %s", added, self.journal.path)
+            while self.pending:
+                batch = list(self.pending)[:FLUSH_BATCH]
+                await self.store.push_samples(batch)
+                for _ in batch:
+                    self.pending.popleft()
+        except (*REDIS_ERRORS, redis.RedisError) as exc:
+            if self.redis_available:
+                log.warning("Redis unreachable (%s); buffering samples", type(exc).__name__)
+            self.redis_available = False
+            self._needs_replay = True
+            return
+        if not self.redis_available:
+            log.info("Redis is back; pending samples and journal written")
+            self.redis_available = True
+            await self._write_shard_info()
+
+    async def _write_shard_info(self) -> None:
+        host, _, pid = self.config.node.rpartition(":")
+        info = ShardInfo(
+            started_at=self.started_at,
+            host=host,
+            pid=int(pid) if pid.isdigit() else os.getpid(),
+            version=self.config.version,
+            shard_count=self.config.shard_count,
+            node=self.config.node,
+        )
+        try:
+            for shard in self.config.shard_ids:
+                await self.store.write_shard_info(shard, info)
+        except (*REDIS_ERRORS, redis.RedisError) as exc:
+            log.warning("could not register shards (%s); will retry", type(exc).__name__)
+            self.redis_available = False
+
+    # -- restarts -------------------------------------------------------------------------
+
+    async def log_restart(
+        self,
+        restart_type: RestartType | str,
+        metadata: dict[str, Any] | None = None,
+        *,
+        version: str | None = None,
+    ) -> RestartEvent:
+        """Journal the event, then write it to Redis; an outage leaves it for the replay."""
+        event = self.config.event(restart_type, metadata, version=version)
+        await asyncio.to_thread(self.journal.append, event.to_json())
+        try:
+            await self.store.record_restart(event)
+        except (*REDIS_ERRORS, redis.RedisError) as exc:
+            log.warning("restart event %s kept in the journal (%s)", event.id, type(exc).__name__)
+            self._needs_replay = True
+        return event
+
+    async def get_restart_history(self, limit: int = 10) -> list[dict[str, Any]]:
+        """The fleet's newest restarts from Redis; this host's journal while Redis is down."""
+        try:
+            events = await self.store.restart_history(limit)
+        except (*REDIS_ERRORS, redis.RedisError):
+            events = []
+            for line in await asyncio.to_thread(self.journal.tail, limit):
+                with contextlib.suppress(MalformedData):
+                    events.append(parse_event(line))
+        return [event.model_dump(mode="json") for event in events]
+
+    # -- local views ----------------------------------------------------------------------
+
+    async def monitor_uptime(self) -> dict[str, Any]:
+        """This process now: uptime, memory, CPU, disk, servers and users of its shards."""
+        metrics = await self.collector.collect_async()
+        gateway = [self.gateway(shard) for shard in self.config.shard_ids]
+        uptime = time.time() - self.started_at
+        return {
+            "uptime_seconds": uptime,
+            "uptime_formatted": format_uptime(uptime),
+            "started_at": self.started_at,
+            "memory_usage": metrics.memory,
+            "memory_used_mb": metrics.memory_used_mb,
+            "memory_total_mb": metrics.memory_total_mb,
+            "cpu_usage": metrics.cpu,
+            "cpu_cores": metrics.cores,
+            "disk_usage": metrics.disk,
+            "rss_mb": metrics.rss_mb,
+            "active_servers": sum(g.guilds for g in gateway),
+            "unique_users": sum(g.users for g in gateway),
+            "shards": list(self.config.shard_ids),
+            "redis_available": self.redis_available,
+        }
+
+    def get_metrics_stats(self) -> dict[str, Any]:
+        """Count and average/peak/low memory and CPU over `metrics_history`."""
+        summary = summarize_samples(list(self.metrics_history))
+
+        def spread(value: Spread | None) -> dict[str, float] | None:
+            if value is None:
+                return None
+            return {"average": value.average, "peak": value.peak, "low": value.low}
+
+        return {
+            "samples": summary.samples,
+            "memory": spread(summary.memory),
+            "cpu": spread(summary.cpu),
+            "pending_samples": len(self.pending),
+            "dropped_samples": self.dropped_samples,
+        }

@@ -1,0 +1,148 @@
+"""shardmon's only configuration source: `SHARDMON_*` environment variables and a `.env` file.
+
+The library core never reads settings; the edges (the seed API, the CLI, the cog, the reference
+bot) build a `Settings` once and hand plain values to the core through `monitor_config()`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from shardmon.monitor import MonitorConfig
+
+__all__ = ["DEFAULT_REDIS_URL", "Settings", "SettingsError", "load_settings"]
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+Percent = Annotated[float, Field(gt=0, le=100)]
+
+
+class SettingsError(ValueError):
+    """Invalid settings, with every offending `SHARDMON_*` variable named in the message."""
+
+
+class Settings(BaseSettings):
+    """Every shardmon setting; each is read from `SHARDMON_<NAME>` or from `.env`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SHARDMON_", env_file=".env", extra="ignore", validate_default=True
+    )
+
+    redis_url: SecretStr | None = Field(
+        default=None, description="redis:// or rediss:// URL; may hold a password, so it is secret"
+    )
+    deployment: str = Field(default="default", description="bot name in every Redis key")
+    system_name: str = Field(default="Discord Bot", min_length=1, max_length=100)
+    environment: str = Field(default="Production", min_length=1, max_length=50)
+    version: str = Field(default="0.0.0", min_length=1, max_length=50)
+    shard_ids: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [0])
+    shard_count: int = Field(default=1, ge=1, le=100_000)
+    sample_interval_s: float = Field(default=60, ge=1, le=3600)
+    history_size: int = Field(default=1000, ge=10, le=100_000)
+    sample_buffer_size: int = Field(default=1000, ge=1, le=1_000_000)
+    memory_critical: Percent = 85
+    cpu_critical: Percent = 85
+    warn_level: Percent = 70
+    restart_alert_threshold: int = Field(default=3, ge=1, le=10_000)
+    restart_window_s: int = Field(default=3600, ge=60, le=7 * 86400)
+    alert_dedupe_s: int = Field(default=300, ge=1, le=86400)
+    leader_lease_s: float = Field(default=15, ge=1, le=600)
+    journal_path: Path = Path("logs/system_restarts.log")
+    alert_channel_names: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["dev-logs", "admin-logs", "system-logs", "bot-logs"]
+    )
+
+    @field_validator("deployment")
+    @classmethod
+    def _deployment_is_key_safe(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", value):
+            raise ValueError(
+                "use 1-64 letters, digits, '_', '.' or '-' (it goes into Redis key names)"
+            )
+        return value
+
+    @field_validator("shard_ids", mode="before")
+    @classmethod
+    def _parse_shard_ids(cls, value: object) -> object:
+        """Accept `0,1,2`, `0-3` and `[0, 1]` as well as a list."""
+        if not isinstance(value, str):
+            return value
+        ids: list[int] = []
+        for part in value.strip().strip("[]").split(","):
+            part = part.strip()
+            if not part:
+                continue
+            low, dash, high = part.partition("-")
+            if dash and low.strip().isdigit() and high.strip().isdigit():
+                ids.extend(range(int(low), int(high) + 1))
+            elif part.isdigit():
+                ids.append(int(part))
+            else:
+                raise ValueError(f"{part!r} is not a shard id or a range like 0-3")
+        return ids
+
+    @field_validator("alert_channel_names", mode="before")
+    @classmethod
+    def _parse_channel_names(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [name.strip().lstrip("#") for name in value.split(",") if name.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if not self.shard_ids:
+            raise ValueError("shard_ids: give at least one shard id")
+        if len(set(self.shard_ids)) != len(self.shard_ids):
+            raise ValueError("shard_ids: a shard id is listed twice")
+        bad = [i for i in self.shard_ids if not 0 <= i < self.shard_count]
+        if bad:
+            raise ValueError(f"shard_ids: {bad} outside 0..{self.shard_count - 1} (shard_count)")
+        low = min(self.memory_critical, self.cpu_critical)
+        if self.warn_level >= low:
+            raise ValueError(f"warn_level: {self.warn_level} must be below the critical {low}")
+        if self.redis_url is not None:
+            url = self.redis_url.get_secret_value()
+            if not url.startswith(("redis://", "rediss://", "unix://")):
+                raise ValueError("redis_url: must start with redis://, rediss:// or unix://")
+        return self
+
+    def redis_url_or_default(self) -> str:
+        """The configured Redis URL, else a local Redis on 6379."""
+        return self.redis_url.get_secret_value() if self.redis_url else DEFAULT_REDIS_URL
+
+    def monitor_config(self) -> MonitorConfig:
+        """The plain values the library core takes."""
+        return MonitorConfig(
+            deployment=self.deployment,
+            shard_ids=tuple(self.shard_ids),
+            shard_count=self.shard_count,
+            system_name=self.system_name,
+            environment=self.environment,
+            version=self.version,
+            sample_interval_s=self.sample_interval_s,
+            history_size=self.history_size,
+            sample_buffer_size=self.sample_buffer_size,
+            memory_critical=self.memory_critical,
+            cpu_critical=self.cpu_critical,
+            restart_alert_threshold=self.restart_alert_threshold,
+            restart_window_s=self.restart_window_s,
+            journal_path=self.journal_path,
+        )
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings, turning a validation failure into one readable `SettingsError`."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"])
+            message = error["msg"].removeprefix("Value error, ")
+            name = f"SHARDMON_{field.upper()}" if field else "settings"
+            lines.append(f"{name}: {message}")
+        raise SettingsError("invalid shardmon settings:\n  " + "\n  ".join(lines)) from None

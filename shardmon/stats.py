@@ -1,0 +1,137 @@
+"""Pure aggregation of samples, rollups and restart events (no Redis, no Discord)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from shardmon.models import ProcessMetrics, RestartEvent, Sample
+
+__all__ = [
+    "ROLLUP_SCALE",
+    "Performance",
+    "RestartStats",
+    "Spread",
+    "restart_stats",
+    "summarize_rollups",
+    "summarize_samples",
+]
+
+#: Rollup sums, mins and maxes are integers in hundredths (HINCRBY, which never drifts).
+ROLLUP_SCALE = 100
+DAYS_PER_MONTH = 30
+
+
+@dataclass(frozen=True, slots=True)
+class Spread:
+    """Average, peak and low of one metric."""
+
+    average: float
+    peak: float
+    low: float
+
+
+@dataclass(frozen=True, slots=True)
+class Performance:
+    """Performance over a set of samples: count and spreads (None where nothing was measured)."""
+
+    samples: int
+    memory: Spread | None
+    cpu: Spread | None
+    latency_ms: Spread | None
+    skipped: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RestartStats:
+    total: int
+    by_type: dict[str, int]
+    per_day: float
+    per_month: float
+    last_hour: int
+    last_24h: int
+    first_at: float | None
+    skipped: int = 0
+
+
+def _spread(values: Sequence[float]) -> Spread | None:
+    if not values:
+        return None
+    return Spread(average=sum(values) / len(values), peak=max(values), low=min(values))
+
+
+def summarize_samples(samples: Sequence[ProcessMetrics], skipped: int = 0) -> Performance:
+    latencies = [
+        s.latency_ms for s in samples if isinstance(s, Sample) and s.latency_ms is not None
+    ]
+    return Performance(
+        samples=len(samples),
+        memory=_spread([s.memory for s in samples]),
+        cpu=_spread([s.cpu for s in samples]),
+        latency_ms=_spread(latencies),
+        skipped=skipped,
+    )
+
+
+def _rollup_spread(buckets: Sequence[Mapping[str, int]], name: str, count: str) -> Spread | None:
+    used = [b for b in buckets if b.get(count, 0) > 0 and f"{name}_sum" in b]
+    n = sum(b[count] for b in used)
+    if not n:
+        return None
+    return Spread(
+        average=sum(b[f"{name}_sum"] for b in used) / n / ROLLUP_SCALE,
+        peak=max(b[f"{name}_max"] for b in used) / ROLLUP_SCALE,
+        low=min(b[f"{name}_min"] for b in used) / ROLLUP_SCALE,
+    )
+
+
+def summarize_rollups(raw_buckets: Iterable[Mapping[str, str]]) -> Performance:
+    """Fleet performance from rollup hashes; a bucket with a non-integer field is skipped."""
+    buckets: list[dict[str, int]] = []
+    skipped = 0
+    for raw in raw_buckets:
+        if not raw:
+            continue
+        try:
+            bucket = {key: int(value) for key, value in raw.items()}
+            for name in ("cpu", "mem"):
+                if bucket["n"] and not {f"{name}_min", f"{name}_max"} <= bucket.keys():
+                    raise KeyError(name)
+            if bucket.get("lat_n") and not {"lat_min", "lat_max", "lat_sum"} <= bucket.keys():
+                raise KeyError("lat")
+        except (ValueError, KeyError):
+            skipped += 1
+            continue
+        buckets.append(bucket)
+    return Performance(
+        samples=sum(b["n"] for b in buckets),
+        memory=_rollup_spread(buckets, "mem", "n"),
+        cpu=_rollup_spread(buckets, "cpu", "n"),
+        latency_ms=_rollup_spread(buckets, "lat", "lat_n"),
+        skipped=skipped,
+    )
+
+
+def restart_stats(
+    events: Sequence[RestartEvent],
+    *,
+    now: float,
+    last_hour: int,
+    last_24h: int,
+    skipped: int = 0,
+) -> RestartStats:
+    """Totals, types and rates; the rate spans from the first event to now, at least a day."""
+    first_at = min((e.ts for e in events), default=None)
+    days = max(1.0, (now - first_at) / 86400) if first_at is not None else 1.0
+    per_day = len(events) / days
+    return RestartStats(
+        total=len(events),
+        by_type=dict(Counter(e.type.value for e in events).most_common()),
+        per_day=per_day,
+        per_month=per_day * DAYS_PER_MONTH,
+        last_hour=last_hour,
+        last_24h=last_24h,
+        first_at=first_at,
+        skipped=skipped,
+    )

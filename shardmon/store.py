@@ -1,0 +1,300 @@
+"""Reads and writes of samples and restart events: every Redis command of the core lives here.
+
+The store is handed a client and the deployment's `Keys`; it reads no settings. Values that do
+not parse (someone wrote to a key by hand) are skipped, counted in the result and logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib.resources import files
+from typing import TypeVar, cast
+
+import redis
+import redis.asyncio as aioredis
+
+from shardmon.keys import ROLLUP_MINUTE_TTL_S, Keys
+from shardmon.models import MalformedData, RestartEvent, Sample, parse_event, parse_sample
+from shardmon.stats import (
+    ROLLUP_SCALE,
+    Performance,
+    RestartStats,
+    restart_stats,
+    summarize_rollups,
+    summarize_samples,
+)
+
+__all__ = ["ShardInfo", "Store", "record_restart_sync"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@cache
+def lua(name: str) -> str:
+    """The text of `shardmon/lua/<name>.lua`."""
+    return files("shardmon").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+
+
+def _restart_keys(keys: Keys, event: RestartEvent) -> list[str]:
+    return [keys.restarts, *(keys.shard_restarts(shard) for shard in event.shards)]
+
+
+def _scaled(value: float | None) -> int | str:
+    return "" if value is None else round(value * ROLLUP_SCALE)
+
+
+def _minute(ts: float) -> int:
+    return int(ts // 60 * 60)
+
+
+def record_restart_sync(client: redis.Redis, keys: Keys, event: RestartEvent) -> bool:
+    """Blocking twin of `Store.record_restart`, for the seed's log functions."""
+    script = client.register_script(lua("record_restart"))
+    return bool(script(keys=_restart_keys(keys, event), args=[event.ts, event.to_json()]))
+
+
+@dataclass(frozen=True, slots=True)
+class ShardInfo:
+    """`shard:<shard>`: who runs a shard and since when."""
+
+    started_at: float
+    host: str
+    pid: int
+    version: str
+    shard_count: int
+    node: str
+
+
+class Store:
+    """Samples and restart events of one deployment in Redis.
+
+    Args:
+        client: an asyncio Redis client with `decode_responses=True` (see `create_redis`).
+        keys: the deployment's key names.
+        history_size: samples kept per shard (`samples:<shard>` is LTRIMmed to it), default 1000.
+    """
+
+    def __init__(self, client: aioredis.Redis, keys: Keys, history_size: int = 1000) -> None:
+        self.client = client
+        self.keys = keys
+        self.history_size = history_size
+        self._push_sample = client.register_script(lua("push_sample"))
+        self._record_restart = client.register_script(lua("record_restart"))
+        #: key -> how many malformed values reads have skipped there, since this store began
+        self.skipped: Counter[str] = Counter()
+
+    # -- writes ---------------------------------------------------------------------------
+
+    async def push_samples(self, batch: Sequence[tuple[Sample, int]]) -> int:
+        """Write (sample, seq) pairs: one round trip for one sample, one pipeline for many.
+        Returns how many were applied (a seq already applied is ignored)."""
+        if len(batch) == 1:
+            sample, seq = batch[0]
+            return int(
+                await self._push_sample(
+                    keys=self._sample_keys(sample), args=self._sample_args(sample, seq)
+                )
+            )
+        pipe = self.client.pipeline(transaction=False)
+        for sample, seq in batch:
+            await self._push_sample(
+                keys=self._sample_keys(sample), args=self._sample_args(sample, seq), client=pipe
+            )
+        return sum(int(applied) for applied in await pipe.execute())
+
+    def _sample_keys(self, sample: Sample) -> list[str]:
+        keys = self.keys
+        return [
+            keys.samples(sample.shard),
+            keys.seq,
+            keys.latest,
+            keys.heartbeats,
+            keys.rollup_minute(_minute(sample.ts)),
+        ]
+
+    def _sample_args(self, sample: Sample, seq: int) -> list[str | int | float]:
+        return [
+            sample.shard,
+            seq,
+            sample.to_json(),
+            sample.ts,
+            self.history_size,
+            ROLLUP_MINUTE_TTL_S,
+            _scaled(sample.cpu),
+            _scaled(sample.memory),
+            _scaled(sample.latency_ms),
+        ]
+
+    async def record_restart(self, event: RestartEvent) -> bool:
+        """ZADD NX the event into `restarts` and its shards' sets; False if already there."""
+        member = event.to_json()
+        keys = _restart_keys(self.keys, event)
+        return bool(await self._record_restart(keys=keys, args=[event.ts, member]))
+
+    async def replay_restarts(self, lines: Sequence[str]) -> int:
+        """Record journal lines (each an event JSON, kept byte for byte); returns how many
+        were new to Redis. Lines that do not parse are logged and left out."""
+        pipe = self.client.pipeline(transaction=False)
+        queued = 0
+        for line in lines:
+            try:
+                event = parse_event(line)
+            except MalformedData as exc:
+                log.warning("journal line skipped: %s", exc)
+                self.skipped["journal"] += 1
+                continue
+            await self._record_restart(
+                keys=_restart_keys(self.keys, event), args=[event.ts, line], client=pipe
+            )
+            queued += 1
+        if not queued:
+            return 0
+        results = await pipe.execute()
+        return sum(int(added) for added in results)
+
+    async def write_shard_info(self, shard: int, info: ShardInfo) -> None:
+        await self.client.hset(
+            self.keys.shard_info(shard),
+            mapping={
+                "started_at": info.started_at,
+                "host": info.host,
+                "pid": info.pid,
+                "version": info.version,
+                "shard_count": info.shard_count,
+                "node": info.node,
+            },
+        )
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def restart_history(
+        self, limit: int = 10, shard: int | None = None
+    ) -> list[RestartEvent]:
+        """The newest `limit` restart events, newest first (of one shard if given)."""
+        if limit <= 0:
+            return []
+        key = self.keys.restarts if shard is None else self.keys.shard_restarts(shard)
+        events: list[RestartEvent] = []
+        start = 0
+        while len(events) < limit:
+            # Read a page at a time so that hand-written garbage never shortens the answer.
+            page = cast("list[str]", await self.client.zrevrange(key, start, start + limit - 1))
+            if not page:
+                break
+            events.extend(self._parsed(page, parse_event, key))
+            start += limit
+        return events[:limit]
+
+    async def restart_stats(self, now: float | None = None) -> RestartStats:
+        """Totals by type, per day and month, and the counts of the last hour and 24 hours."""
+        now = time.time() if now is None else now
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zrange(self.keys.restarts, 0, -1)
+        pipe.zcount(self.keys.restarts, now - 3600, "+inf")
+        pipe.zcount(self.keys.restarts, now - 86400, "+inf")
+        members, last_hour, last_24h = await pipe.execute()
+        events = self._parsed(members, parse_event, self.keys.restarts)
+        return restart_stats(
+            events,
+            now=now,
+            last_hour=last_hour,
+            last_24h=last_24h,
+            skipped=len(members) - len(events),
+        )
+
+    async def restart_storm_count(
+        self, shard: int, window_s: float = 3600, now: float | None = None
+    ) -> int:
+        """Restarts of `shard` within the last `window_s`: one ZCOUNT."""
+        now = time.time() if now is None else now
+        return int(
+            await self.client.zcount(self.keys.shard_restarts(shard), now - window_s, "+inf")
+        )
+
+    async def shard_samples(self, shard: int, limit: int | None = None) -> list[Sample]:
+        """The shard's samples, newest first."""
+        end = -1 if limit is None else limit - 1
+        key = self.keys.samples(shard)
+        return self._parsed(await self.client.lrange(key, 0, end), parse_sample, key)
+
+    async def shard_performance(self, shard: int) -> Performance:
+        """Samples, average/peak/low memory, CPU and latency over the shard's whole list."""
+        key = self.keys.samples(shard)
+        raw = await self.client.lrange(key, 0, -1)
+        samples = self._parsed(raw, parse_sample, key)
+        return summarize_samples(samples, skipped=len(raw) - len(samples))
+
+    async def fleet_performance(
+        self, window_s: float = 3600, now: float | None = None
+    ) -> Performance:
+        """The fleet over the last `window_s` from the minute rollups: one HGETALL a minute,
+        whatever the number of shards."""
+        now = time.time() if now is None else now
+        pipe = self.client.pipeline(transaction=False)
+        for minute in range(_minute(now - window_s) + 60, _minute(now) + 60, 60):
+            pipe.hgetall(self.keys.rollup_minute(minute))
+        performance = summarize_rollups(await pipe.execute())
+        if performance.skipped:
+            self._count_skipped(self.keys.rollup_minute_pattern, performance.skipped)
+        return performance
+
+    async def latest_samples(self) -> dict[int, Sample]:
+        """Each shard's newest sample (one HGETALL of `latest`)."""
+        raw = await self.client.hgetall(self.keys.latest)
+        samples = self._parsed(raw.values(), parse_sample, self.keys.latest)
+        return {sample.shard: sample for sample in samples}
+
+    async def heartbeats(self) -> dict[int, float]:
+        """Shard -> last-seen time; members that are not shard ids are skipped."""
+        pairs = cast(
+            "list[tuple[str, float]]",
+            await self.client.zrange(self.keys.heartbeats, 0, -1, withscores=True),
+        )
+        seen: dict[int, float] = {}
+        for member, score in pairs:
+            if str(member).isdigit():
+                seen[int(member)] = float(score)
+        if len(seen) < len(pairs):
+            self._count_skipped(self.keys.heartbeats, len(pairs) - len(seen))
+        return seen
+
+    async def shard_info(self, shard: int) -> ShardInfo | None:
+        raw = await self.client.hgetall(self.keys.shard_info(shard))
+        try:
+            return ShardInfo(
+                started_at=float(raw["started_at"]),
+                host=str(raw["host"]),
+                pid=int(raw["pid"]),
+                version=str(raw["version"]),
+                shard_count=int(raw["shard_count"]),
+                node=str(raw["node"]),
+            )
+        except (KeyError, ValueError):
+            if raw:
+                self._count_skipped(self.keys.shard_info(shard), 1)
+            return None
+
+    def _parsed(
+        self, raw: Iterable[str | bytes], parse: Callable[[str | bytes], T], key: str
+    ) -> list[T]:
+        """Parse each raw value, skipping and counting those that do not parse."""
+        parsed: list[T] = []
+        skipped = 0
+        for value in raw:
+            try:
+                parsed.append(parse(value))
+            except MalformedData:
+                skipped += 1
+        if skipped:
+            self._count_skipped(key, skipped)
+        return parsed
+
+    def _count_skipped(self, key: str, count: int) -> None:
+        self.skipped[key] += count
+        log.warning("skipped %d malformed value(s) in %s", count, key)

@@ -1,0 +1,48 @@
+"""Builders of realistic samples and events for the tests."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from shardmon.models import RestartEvent, Sample, new_event
+
+
+def sample(shard: int = 0, ts: float | None = None, **fields: Any) -> Sample:
+    values: dict[str, Any] = {
+        "ts": time.time() if ts is None else ts,
+        "shard": shard,
+        "cpu": 20.0,
+        "memory": 40.0,
+        "memory_used_mb": 800.0,
+        "memory_total_mb": 2000.0,
+        "disk": 50.0,
+        "cores": 2.0,
+        "rss_mb": 120.0,
+        "latency_ms": 45.0,
+        "guilds": 100,
+        "users": 5000,
+        "node": "testhost:1",
+    }
+    values.update(fields)
+    return Sample(**values)
+
+
+def event(
+    restart_type: str = "startup",
+    shards: tuple[int, ...] = (0,),
+    at: float | None = None,
+    **meta: Any,
+) -> RestartEvent:
+    now = datetime.fromtimestamp(time.time() if at is None else at, UTC)
+    return new_event(
+        restart_type,
+        shards=shards,
+        node="testhost:1",
+        system="Test Bot",
+        environment="Test",
+        version="1.0.0",
+        metadata=meta,
+        now=now,
+    )

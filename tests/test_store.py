@@ -1,0 +1,178 @@
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import redis.asyncio as aioredis
+from helpers import event, sample
+
+from shardmon.keys import Keys
+from shardmon.models import parse_sample
+from shardmon.store import ShardInfo, Store
+
+
+@pytest.fixture
+def store(client: aioredis.Redis, keys: Keys) -> Store:
+    return Store(client, keys, history_size=1000)
+
+
+async def test_1100_pushes_leave_the_newest_1000_newest_first(
+    store: Store, client: aioredis.Redis, keys: Keys
+) -> None:
+    base = time.time() - 2000
+    for i in range(1100):
+        await store.push_samples([(sample(0, ts=base + i, guilds=i), i + 1)])
+    raw = await client.lrange(keys.samples(0), 0, -1)
+    assert len(raw) == 1000
+    guilds = [parse_sample(r).guilds for r in raw]
+    assert guilds == list(range(1099, 99, -1))
+    assert parse_sample(await client.hget(keys.latest, "0")).guilds == 1099
+
+
+async def test_a_retried_sample_is_applied_once(
+    store: Store, client: aioredis.Redis, keys: Keys
+) -> None:
+    s = sample(0)
+    assert await store.push_samples([(s, 10)]) == 1
+    assert await store.push_samples([(s, 10)]) == 0  # redis-py retried after a timeout
+    assert await store.push_samples([(sample(0), 9)]) == 0  # older than applied
+    assert await client.llen(keys.samples(0)) == 1
+    rollup = await client.hgetall(keys.rollup_minute(int(s.ts // 60 * 60)))
+    assert rollup["n"] == "1"
+
+
+async def test_sample_updates_latest_heartbeat_and_minute_rollup(
+    store: Store, client: aioredis.Redis, keys: Keys
+) -> None:
+    now = time.time()
+    batch = [
+        (sample(0, ts=now, cpu=10, memory=30, latency_ms=40), 1),
+        (sample(1, ts=now, cpu=30, memory=50, latency_ms=None), 2),
+        (sample(2, ts=now, cpu=20.555, memory=40, latency_ms=60), 3),
+    ]
+    assert await store.push_samples(batch) == 3
+    assert set(await store.latest_samples()) == {0, 1, 2}
+    beats = await store.heartbeats()
+    assert beats[1] == pytest.approx(now)
+    rollup_key = keys.rollup_minute(int(now // 60 * 60))
+    rollup = await client.hgetall(rollup_key)
+    assert rollup["n"] == "3" and rollup["lat_n"] == "2"
+    assert (rollup["cpu_min"], rollup["cpu_max"], rollup["cpu_sum"]) == ("1000", "3000", "6056")
+    assert 0 < await client.ttl(rollup_key) <= 2 * 86400
+    fleet = await store.fleet_performance(window_s=300, now=now)
+    assert fleet.samples == 3
+    assert fleet.cpu is not None and fleet.cpu.average == pytest.approx(20.1867, abs=1e-3)
+    assert (fleet.memory.peak, fleet.memory.low) == (50, 30)  # type: ignore[union-attr]
+    assert fleet.latency_ms is not None and fleet.latency_ms.average == 50
+
+
+async def test_fleet_performance_reads_only_the_window(store: Store) -> None:
+    now = time.time()
+    await store.push_samples([(sample(0, ts=now - 7200, cpu=90), 1)])
+    await store.push_samples([(sample(0, ts=now, cpu=10), 2)])
+    fleet = await store.fleet_performance(window_s=3600, now=now)
+    assert fleet.samples == 1 and fleet.cpu is not None and fleet.cpu.peak == 10
+
+
+async def test_restart_is_recorded_once_in_fleet_and_shard_sets(
+    store: Store, client: aioredis.Redis, keys: Keys
+) -> None:
+    e = event("startup", shards=(0, 1))
+    assert await store.record_restart(e) is True
+    assert await store.record_restart(e) is False
+    assert await client.zcard(keys.restarts) == 1
+    assert await client.zcard(keys.shard_restarts(0)) == 1
+    assert await client.zcard(keys.shard_restarts(1)) == 1
+    assert await client.zscore(keys.restarts, e.to_json()) == pytest.approx(e.ts)
+
+
+async def test_history_is_newest_first_with_limit_and_per_shard(store: Store) -> None:
+    now = time.time()
+    events = [event("startup", shards=(i % 2,), at=now - 100 + i) for i in range(15)]
+    for e in events:
+        await store.record_restart(e)
+    history = await store.restart_history(limit=10)
+    assert [e.id for e in history] == [e.id for e in reversed(events)][:10]
+    shard1 = await store.restart_history(limit=50, shard=1)
+    assert len(shard1) == 7 and all(e.shards == (1,) for e in shard1)
+    assert await store.restart_history(limit=0) == []
+
+
+async def test_storm_count_is_a_zcount_over_the_window(store: Store) -> None:
+    now = time.time()
+    for ago in (10, 600, 3000, 4000, 90000):
+        await store.record_restart(event("crash", shards=(3,), at=now - ago))
+    await store.record_restart(event("crash", shards=(4,), at=now - 5))
+    assert await store.restart_storm_count(3, window_s=3600, now=now) == 3
+    assert await store.restart_storm_count(3, window_s=60, now=now) == 1
+    assert await store.restart_storm_count(9, now=now) == 0
+
+
+async def test_restart_stats(store: Store) -> None:
+    now = time.time()
+    kinds = ["startup", "crash", "crash", "deployment", "manual", "scheduled"]
+    ages = [10 * 86400, 2 * 86400, 7200, 1800, 60, 30]
+    for kind, ago in zip(kinds, ages, strict=True):
+        await store.record_restart(event(kind, at=now - ago))
+    stats = await store.restart_stats(now=now)
+    assert stats.total == 6
+    assert stats.by_type == {
+        "crash": 2, "startup": 1, "deployment": 1, "manual": 1, "scheduled": 1,
+    }  # fmt: skip
+    assert stats.last_hour == 3 and stats.last_24h == 4
+    assert stats.per_day == pytest.approx(0.6)
+    assert stats.per_month == pytest.approx(18)
+
+
+async def test_shard_performance(store: Store) -> None:
+    for i, (cpu, mem) in enumerate([(10, 50), (30, 70), (20, 60)]):
+        await store.push_samples([(sample(5, cpu=cpu, memory=mem), i + 1)])
+    perf = await store.shard_performance(5)
+    assert perf.samples == 3
+    assert perf.cpu is not None and (perf.cpu.average, perf.cpu.peak, perf.cpu.low) == (20, 30, 10)
+    assert perf.memory is not None and perf.memory.average == 60
+
+
+async def test_garbage_written_by_hand_is_skipped_and_counted(
+    store: Store, client: aioredis.Redis, keys: Keys
+) -> None:
+    now = time.time()
+    await store.push_samples([(sample(0, ts=now), 1)])
+    await store.record_restart(event("startup", at=now))
+    await client.lpush(keys.samples(0), "garbage", json.dumps({"ts": 1}))
+    await client.hset(keys.latest, mapping={"7": "{not json", "8": '{"shard": 8}'})
+    await client.zadd(keys.restarts, {"oops": now + 1, '{"id": 1}': now + 2})
+    await client.zadd(keys.heartbeats, {"not-a-shard": now})
+    await client.hset(keys.rollup_minute(int(now // 60 * 60)), "cpu_sum", "NaN")
+
+    assert (await store.shard_performance(0)).samples == 1
+    assert set(await store.latest_samples()) == {0}
+    assert len(await store.restart_history(limit=1)) == 1  # garbage never shortens the page
+    stats = await store.restart_stats(now=now)
+    assert stats.total == 1 and stats.skipped == 2
+    assert set(await store.heartbeats()) == {0}
+    assert (await store.fleet_performance(now=now)).skipped == 1
+    assert store.skipped[keys.samples(0)] == 2
+    assert store.skipped[keys.latest] == 2
+    assert store.skipped[keys.restarts] >= 2
+    assert store.skipped[keys.heartbeats] == 1
+
+
+async def test_shard_info_round_trips(store: Store) -> None:
+    info = ShardInfo(started_at=123.5, host="h", pid=7, version="1.0", shard_count=4, node="h:7")
+    await store.write_shard_info(2, info)
+    assert await store.shard_info(2) == info
+    assert await store.shard_info(3) is None
+
+
+async def test_replay_adds_only_missing_events_and_skips_bad_lines(
+    store: Store, client: aioredis.Redis, keys: Keys
+) -> None:
+    first, second = event("startup"), event("crash")
+    await store.record_restart(first)
+    lines = [first.to_json(), "torn {li", second.to_json()]
+    assert await store.replay_restarts(lines) == 1
+    assert await store.replay_restarts(lines) == 0
+    assert await client.zcard(keys.restarts) == 2
+    assert store.skipped["journal"] == 2
