@@ -143,6 +143,7 @@ class SystemMonitor:
         self.redis_available = True
         self._needs_replay = True
         self._last_seq = 0
+        self._sync_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -232,6 +233,10 @@ class SystemMonitor:
 
     async def _sync_with_redis(self) -> None:
         """Replay the journal if needed, then write pending samples; notes outages and returns."""
+        async with self._sync_lock:
+            await self._sync_locked()
+
+    async def _sync_locked(self) -> None:
         try:
             if self._needs_replay:
                 lines = await asyncio.to_thread(self.journal.lines)

@@ -101,12 +101,12 @@ class Store:
                     keys=self._sample_keys(sample), args=self._sample_args(sample, seq)
                 )
             )
-        pipe = self.client.pipeline(transaction=False)
-        for sample, seq in batch:
-            await self._push_sample(
-                keys=self._sample_keys(sample), args=self._sample_args(sample, seq), client=pipe
-            )
-        return sum(int(applied) for applied in await pipe.execute())
+        async with self.client.pipeline(transaction=False) as pipe:
+            for sample, seq in batch:
+                await self._push_sample(
+                    keys=self._sample_keys(sample), args=self._sample_args(sample, seq), client=pipe
+                )
+            return sum(int(applied) for applied in await pipe.execute())
 
     def _sample_keys(self, sample: Sample) -> list[str]:
         keys = self.keys
@@ -140,23 +140,21 @@ class Store:
     async def replay_restarts(self, lines: Sequence[str]) -> int:
         """Record journal lines (each an event JSON, kept byte for byte); returns how many
         were new to Redis. Lines that do not parse are logged and left out."""
-        pipe = self.client.pipeline(transaction=False)
-        queued = 0
+        events = []
         for line in lines:
             try:
-                event = parse_event(line)
+                events.append((parse_event(line), line))
             except MalformedData as exc:
                 log.warning("journal line skipped: %s", exc)
                 self.skipped["journal"] += 1
-                continue
-            await self._record_restart(
-                keys=_restart_keys(self.keys, event), args=[event.ts, line], client=pipe
-            )
-            queued += 1
-        if not queued:
+        if not events:
             return 0
-        results = await pipe.execute()
-        return sum(int(added) for added in results)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for event, line in events:
+                await self._record_restart(
+                    keys=_restart_keys(self.keys, event), args=[event.ts, line], client=pipe
+                )
+            return sum(int(added) for added in await pipe.execute())
 
     async def write_shard_info(self, shard: int, info: ShardInfo) -> None:
         await self.client.hset(
@@ -194,11 +192,11 @@ class Store:
     async def restart_stats(self, now: float | None = None) -> RestartStats:
         """Totals by type, per day and month, and the counts of the last hour and 24 hours."""
         now = time.time() if now is None else now
-        pipe = self.client.pipeline(transaction=False)
-        pipe.zrange(self.keys.restarts, 0, -1)
-        pipe.zcount(self.keys.restarts, now - 3600, "+inf")
-        pipe.zcount(self.keys.restarts, now - 86400, "+inf")
-        members, last_hour, last_24h = await pipe.execute()
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.zrange(self.keys.restarts, 0, -1)
+            pipe.zcount(self.keys.restarts, now - 3600, "+inf")
+            pipe.zcount(self.keys.restarts, now - 86400, "+inf")
+            members, last_hour, last_24h = await pipe.execute()
         events = self._parsed(members, parse_event, self.keys.restarts)
         return restart_stats(
             events,
@@ -236,10 +234,10 @@ class Store:
         """The fleet over the last `window_s` from the minute rollups: one HGETALL a minute,
         whatever the number of shards."""
         now = time.time() if now is None else now
-        pipe = self.client.pipeline(transaction=False)
-        for minute in range(_minute(now - window_s) + 60, _minute(now) + 60, 60):
-            pipe.hgetall(self.keys.rollup_minute(minute))
-        performance = summarize_rollups(await pipe.execute())
+        async with self.client.pipeline(transaction=False) as pipe:
+            for minute in range(_minute(now - window_s) + 60, _minute(now) + 60, 60):
+                pipe.hgetall(self.keys.rollup_minute(minute))
+            performance = summarize_rollups(await pipe.execute())
         if performance.skipped:
             self._count_skipped(self.keys.rollup_minute_pattern, performance.skipped)
         return performance
