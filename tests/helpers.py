@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,3 +48,10 @@ def event(
         metadata=meta,
         now=now,
     )
+
+
+async def wait_until(condition: Callable[[], Awaitable[bool]]) -> None:
+    """Poll a condition that another task or process makes true; give up after 10 s."""
+    async with asyncio.timeout(10):
+        while not await condition():  # noqa: ASYNC110 - the state lives in Redis, not in an Event
+            await asyncio.sleep(0.02)

@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 
 import pytest
 import redis.asyncio as aioredis
+from helpers import wait_until
 from redis_server import RedisServer
 
 from shardmon.connection import create_redis
@@ -15,12 +15,6 @@ from shardmon.monitor import GatewayStats, MonitorConfig, SystemMonitor
 
 def _gateway(shard: int) -> GatewayStats:
     return GatewayStats(latency_ms=40.0 + shard, guilds=100 * (shard + 1), users=1000)
-
-
-async def _until(condition, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    async with asyncio.timeout(timeout):
-        while not await condition():
-            await asyncio.sleep(0.02)
 
 
 async def test_loop_samples_every_shard_and_stops_cleanly(
@@ -33,7 +27,7 @@ async def test_loop_samples_every_shard_and_stops_cleanly(
     async def three_each() -> bool:
         return all([await client.llen(keys.samples(s)) >= 3 for s in (0, 1)])
 
-    await _until(three_each)
+    await wait_until(three_each)
     await monitor.stop()
     assert not monitor.running
     latest = await monitor.store.latest_samples()
@@ -97,7 +91,7 @@ async def test_redis_killed_and_restarted_loses_and_doubles_nothing(
     async def first_tick_written() -> bool:
         return bool(await client.llen(keys.samples(1)))
 
-    await _until(first_tick_written)
+    await wait_until(first_tick_written)
 
     own_redis.kill()
     with caplog.at_level(logging.WARNING):
@@ -140,7 +134,7 @@ async def test_start_with_redis_down_retries_until_it_is_back(
     async def recovered() -> bool:
         return bool(await client.zcard(Keys(config.deployment).restarts))
 
-    await _until(recovered)
+    await wait_until(recovered)
     await monitor.stop()
     assert await client.zrange(Keys(config.deployment).restarts, 0, -1) == [event.to_json()]
     assert await monitor.store.shard_info(0) is not None
