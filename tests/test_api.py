@@ -1,0 +1,127 @@
+"""The seed's API as a user calls it: from a plain script, and from inside an event loop."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+from helpers import wait_until
+from redis_server import RedisServer
+
+import shardmon
+from shardmon import api
+from shardmon.connection import create_redis
+from shardmon.keys import Keys
+from shardmon.settings import load_settings
+
+SCRIPT = """
+import shardmon
+shardmon.log_bot_restart('startup')
+shardmon.log_deployment(version='2.0.1', changelog='x')
+shardmon.log_bot_crash(error='boom', traceback_str='...')
+"""
+
+
+def _run(script: str, redis_url: str, cwd: Path) -> float:
+    env = {**os.environ, "SHARDMON_REDIS_URL": redis_url, "SHARDMON_DEPLOYMENT": "acme"}
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=30
+    )
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    return elapsed
+
+
+@pytest.fixture(autouse=True)
+def _fresh_api_settings() -> Iterator[None]:
+    api._settings.cache_clear()
+    yield
+    api._settings.cache_clear()
+
+
+def test_plain_script_leaves_three_events_in_redis_and_journal(
+    redis_url: str, tmp_path: Path
+) -> None:
+    _run(SCRIPT, redis_url, tmp_path)
+    with redis.Redis.from_url(redis_url, decode_responses=True) as client:
+        members = client.zrange("shardmon:{acme}:restarts", 0, -1)
+    lines = (tmp_path / "logs" / "system_restarts.log").read_text().splitlines()
+    assert len(members) == 3 and sorted(members) == sorted(lines)
+    events = {e["type"]: e for e in map(json.loads, lines)}
+    assert events["deployment"]["version"] == "2.0.1"
+    assert events["deployment"]["metadata"] == {"changelog": "x"}
+    assert events["crash"]["metadata"] == {"error": "boom", "traceback": "..."}
+
+
+@pytest.mark.parametrize("outage", ["stopped", "frozen"])
+async def test_with_redis_down_the_crash_is_journaled_then_replayed_once(
+    own_redis: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, outage: str
+) -> None:
+    if outage == "stopped":
+        own_redis.kill()
+    else:
+        own_redis.freeze()
+    elapsed = _run("import shardmon; shardmon.log_bot_crash('boom', 'tb')", own_redis.url, tmp_path)
+    print(f"log_bot_crash with Redis {outage} returned in {elapsed:.2f} s")
+    journal = (tmp_path / "logs" / "system_restarts.log").read_text().splitlines()
+    assert len(journal) == 1
+
+    if outage == "stopped":
+        own_redis.start()
+    else:
+        own_redis.thaw()
+    monkeypatch.setenv("SHARDMON_REDIS_URL", own_redis.url)
+    monkeypatch.setenv("SHARDMON_DEPLOYMENT", "acme")
+    settings = load_settings()
+    client = create_redis(own_redis.url)
+    for _ in range(2):  # two monitors start: the event still lands once
+        monitor = shardmon.SystemMonitor(settings.monitor_config(), client)
+        await monitor.start()
+        await monitor.stop()
+    assert await client.zrange(Keys("acme").restarts, 0, -1) == journal
+    await client.aclose()
+
+
+async def test_inside_an_event_loop_the_write_happens_off_the_loop(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, client: aioredis.Redis
+) -> None:
+    monkeypatch.setenv("SHARDMON_REDIS_URL", redis_url)
+    monkeypatch.setenv("SHARDMON_DEPLOYMENT", "inloop")
+    event = shardmon.log_bot_restart("scheduled", {"reason": "nightly"})
+    assert event is not None and event.metadata == {"reason": "nightly"}
+
+    async def written() -> bool:
+        return bool(await client.zcard(Keys("inloop").restarts))
+
+    await wait_until(written)
+    assert await client.zrange(Keys("inloop").restarts, 0, -1) == [event.to_json()]
+
+
+def test_log_functions_never_raise(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    assert shardmon.log_bot_restart("reboot") is None  # not a restart type: logged, not raised
+    monkeypatch.setenv("SHARDMON_MEMORY_CRITICAL", "150")
+    api._settings.cache_clear()
+    assert shardmon.log_bot_crash("boom", "tb") is None  # invalid settings: logged, not raised
+    monkeypatch.delenv("SHARDMON_MEMORY_CRITICAL")
+    api._settings.cache_clear()
+    (tmp_path / "logs").write_text("a file where the journal folder should be")
+    monkeypatch.setenv("SHARDMON_REDIS_URL", "redis://127.0.0.1:1/0")  # nothing listens
+    assert shardmon.log_deployment("3.0.0") is not None
+
+
+def test_get_system_monitor_is_one_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(api, "_monitor", None)
+    monkeypatch.setenv("SHARDMON_SHARD_COUNT", "2")
+    monkeypatch.setenv("SHARDMON_SHARD_IDS", "1")
+    monitor = shardmon.get_system_monitor()
+    assert monitor is shardmon.get_system_monitor()
+    assert monitor.config.shard_ids == (1,)
