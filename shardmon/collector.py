@@ -11,6 +11,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -102,6 +103,12 @@ def _read_v1(root: Path) -> CgroupLimits:
     )
 
 
+def _busy(times: Any) -> float:
+    """CPU time not spent idle or waiting for I/O (as psutil.cpu_percent counts it)."""
+    idle = times.idle + getattr(times, "iowait", 0.0)
+    return float(sum(times) - idle)
+
+
 class Collector:
     """Measures this process and its machine or container.
 
@@ -121,7 +128,9 @@ class Collector:
         self.self_cgroup = self_cgroup
         self._process = psutil.Process()
         self._last_cpu: tuple[float, int] | None = None
-        psutil.cpu_percent(interval=None)  # the first reading is meaningless: prime it now
+        # psutil.cpu_percent(None) keeps one baseline per process, which several collectors
+        # (or a host bot's own calls) would share; each collector keeps its own instead.
+        self._last_host_cpu = psutil.cpu_times()
 
     def collect(self) -> ProcessMetrics:
         """One reading (blocking: file reads and psutil calls, about a millisecond)."""
@@ -155,7 +164,7 @@ class Collector:
     def _cpu_percent(self, limits: CgroupLimits, now: float) -> float:
         """CPU use since the last reading: of the cgroup quota if one is set, else of the host."""
         if limits.cpu_quota_cores is None or limits.cpu_usage_usec is None:
-            return psutil.cpu_percent(interval=None)
+            return self._host_cpu_percent()
         last, self._last_cpu = self._last_cpu, (now, limits.cpu_usage_usec)
         if last is None or now <= last[0]:
             return 0.0
@@ -163,6 +172,14 @@ class Collector:
         return round(
             min(100.0, max(0.0, 100.0 * used_s / ((now - last[0]) * limits.cpu_quota_cores))), 2
         )
+
+    def _host_cpu_percent(self) -> float:
+        last, self._last_host_cpu = self._last_host_cpu, psutil.cpu_times()
+        busy_before, busy_now = _busy(last), _busy(self._last_host_cpu)
+        elapsed = sum(self._last_host_cpu) - sum(last)
+        if elapsed <= 0:
+            return 0.0
+        return round(min(100.0, max(0.0, 100.0 * (busy_now - busy_before) / elapsed)), 2)
 
     @staticmethod
     def _existing(path: Path) -> Path:

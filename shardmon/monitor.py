@@ -144,7 +144,9 @@ class SystemMonitor:
         self._needs_replay = True
         self._last_seq = 0
         self._sync_lock = asyncio.Lock()
+        self._last_refusal = ""
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -158,6 +160,7 @@ class SystemMonitor:
         await self._sync_with_redis()
         if self.redis_available:
             await self._write_shard_info()
+        self._stopping = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name="shardmon-sampling")
         log.info(
             "monitoring shards %s of %s every %ss",
@@ -170,6 +173,9 @@ class SystemMonitor:
         """Stop the loop and try once more to write what is pending."""
         task, self._task = self._task, None
         if task is not None:
+            # The event ends the loop even if a library swallows the cancellation (seen with
+            # redis-py on Python 3.11); the cancel interrupts a tick waiting on Redis.
+            self._stopping.set()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -184,13 +190,15 @@ class SystemMonitor:
 
     async def _run(self) -> None:
         interval = self.config.sample_interval_s
-        while True:
+        while not self._stopping.is_set():
             started = time.monotonic()
             try:
                 await self.sample_once()
             except Exception:  # the loop must outlive any one bad tick; logged below
                 log.exception("sampling tick failed; retrying next interval")
-            await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
+            delay = max(0.0, interval - (time.monotonic() - started))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
 
     # -- sampling -------------------------------------------------------------------------
 
@@ -249,6 +257,14 @@ class SystemMonitor:
                 await self.store.push_samples(batch)
                 for _ in batch:
                     self.pending.popleft()
+        except redis.ResponseError as exc:
+            # Redis answered but refused: a key of the wrong type (written by hand), a read-only
+            # replica, or no memory left. Keep the samples (bounded) and say what Redis said.
+            refusal = str(exc).split("caused error: ", 1)[-1]  # a pipeline prefixes its command
+            if refusal != self._last_refusal:
+                log.error("Redis refused a write, samples kept meanwhile: %s", refusal)
+            self._last_refusal = refusal
+            return
         except (*REDIS_ERRORS, redis.RedisError) as exc:
             if self.redis_available:
                 log.warning("Redis unreachable (%s); buffering samples", type(exc).__name__)
@@ -259,6 +275,9 @@ class SystemMonitor:
             log.info("Redis is back; pending samples and journal written")
             self.redis_available = True
             await self._write_shard_info()
+        if self._last_refusal:
+            log.info("Redis accepts writes again")
+            self._last_refusal = ""
 
     async def _write_shard_info(self) -> None:
         host, _, pid = self.config.node.rpartition(":")

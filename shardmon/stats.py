@@ -58,7 +58,9 @@ class RestartStats:
 def _spread(values: Sequence[float]) -> Spread | None:
     if not values:
         return None
-    return Spread(average=sum(values) / len(values), peak=max(values), low=min(values))
+    peak, low = max(values), min(values)
+    average = min(peak, max(low, sum(values) / len(values)))  # no float rounding past the bounds
+    return Spread(average=average, peak=peak, low=low)
 
 
 def summarize_samples(samples: Sequence[ProcessMetrics], skipped: int = 0) -> Performance:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import psutil
@@ -75,3 +76,12 @@ def test_real_machine_reading_is_valid(tmp_path: Path) -> None:
 async def test_collect_async_runs_off_the_event_loop(tmp_path: Path) -> None:
     metrics = await Collector(disk_path=tmp_path).collect_async()
     assert metrics.memory_total_mb > 0
+
+
+def test_host_cpu_is_measured_per_collector_between_its_own_readings(tmp_path: Path) -> None:
+    busy, idle_neighbour = Collector(disk_path=tmp_path), Collector(disk_path=tmp_path)
+    deadline = time.monotonic() + 0.3
+    while time.monotonic() < deadline:  # keep one core busy
+        pass
+    idle_neighbour.collect()  # another collector's reading must not reset this one's baseline
+    assert busy.collect().cpu > 10

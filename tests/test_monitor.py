@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import logging
 
@@ -8,8 +10,10 @@ import redis.asyncio as aioredis
 from helpers import wait_until
 from redis_server import RedisServer
 
+from shardmon.collector import Collector
 from shardmon.connection import create_redis
 from shardmon.keys import Keys
+from shardmon.models import ProcessMetrics
 from shardmon.monitor import GatewayStats, MonitorConfig, SystemMonitor
 
 
@@ -151,3 +155,40 @@ async def test_history_falls_back_to_the_journal_while_redis_is_down(
     history = await monitor.get_restart_history(limit=3)
     assert [h["id"] for h in history] == [event.id]
     await client.aclose()
+
+
+async def test_a_key_of_the_wrong_type_is_reported_and_nothing_is_lost(
+    config: MonitorConfig, client: aioredis.Redis, keys: Keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    await client.set(keys.latest, "someone wrote a string here")
+    monitor = SystemMonitor(config, client)
+    with caplog.at_level(logging.ERROR):
+        await monitor.sample_once()
+        await monitor.sample_once()
+    assert caplog.text.count("Redis refused a write") == 1
+    assert "WRONGTYPE" in caplog.text
+    assert len(monitor.pending) == 4 and monitor.redis_available
+
+    await client.delete(keys.latest)
+    await monitor.sample_once()
+    assert not monitor.pending
+    assert await client.llen(keys.samples(0)) == 3
+
+
+class _CancellationSwallowingCollector(Collector):
+    """Behaves like a library that catches CancelledError (seen in the wild on Python 3.11)."""
+
+    async def collect_async(self) -> ProcessMetrics:
+        with contextlib.suppress(asyncio.CancelledError):  # the misbehaviour under test
+            await asyncio.sleep(0.05)
+        return self.collect()
+
+
+async def test_stop_ends_the_loop_even_if_a_tick_swallows_the_cancel(
+    config: MonitorConfig, client: aioredis.Redis
+) -> None:
+    monitor = SystemMonitor(config, client, collector=_CancellationSwallowingCollector())
+    await monitor.start()
+    await asyncio.sleep(0.02)  # inside the first tick's collect
+    await monitor.stop()
+    assert not monitor.running

@@ -45,6 +45,6 @@ for i = 1, 3 do
   end
 end
 if #updates > 0 then
-  redis.call('HSET', rollup, unpack(updates))
+  redis.call('HSET', rollup, (table.unpack or unpack)(updates))
 end
 return 1

@@ -1,0 +1,94 @@
+"""The README's first command: the demo, on a configured Redis or an embedded one."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+
+from shardmon.cli import main
+from shardmon.connection import create_redis
+from shardmon.embedded import embedded_redis
+from shardmon.keys import Keys
+from shardmon.store import Store
+
+
+def test_demo_against_the_configured_redis_leaves_what_it_prints(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SHARDMON_REDIS_URL", redis_url)
+    assert main(["demo", "--shards", "3", "--duration", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "using Redis at" in out
+    assert "restart storm: shard 2 restarted 4 times" in out
+    keys = Keys("demo")
+    with redis.Redis.from_url(redis_url, decode_responses=True) as client:
+        assert client.hlen(keys.latest) == 3
+        assert client.zcard(keys.restarts) == 3 + 1 + 3  # startups, a deployment, crashes
+        assert client.llen(keys.samples(0)) >= 4
+    assert f"ZCOUNT '{keys.shard_restarts(2)}'" in out
+
+
+def test_demo_falls_back_to_fakeredis_without_redis_server(tmp_path: Path) -> None:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key != "PATH" and not key.startswith("SHARDMON_")
+    }
+    env["PATH"] = str(Path(sys.executable).parent)  # the venv only: no redis-server there
+    done = subprocess.run(
+        [sys.executable, "-m", "shardmon.cli", "demo", "--shards", "2", "--duration", "4"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=50,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "using an embedded fakeredis" in done.stdout
+    assert "restart storm: shard 1" in done.stdout
+
+
+@pytest.mark.parametrize("prefer_server", [True, False], ids=["redis-server", "fakeredis"])
+def test_embedded_redis_runs_the_store_scripts(prefer_server: bool) -> None:
+    from helpers import event, sample
+
+    async def exercise(url: str) -> None:
+        client = create_redis(url)
+        store = Store(client, Keys("embedded"))
+        assert await store.push_samples([(sample(0), 1), (sample(1), 2)]) == 2
+        assert await store.record_restart(event("crash", shards=(1,)))
+        assert (await store.fleet_performance()).samples == 2
+        assert await store.restart_storm_count(1) == 1
+        await client.aclose()
+
+    with embedded_redis(prefer_server) as embedded:
+        assert embedded.kind.startswith("redis-server" if prefer_server else "fakeredis")
+        asyncio.run(exercise(embedded.url))
+    with pytest.raises(redis.ConnectionError), redis.Redis.from_url(embedded.url) as gone:
+        gone.ping()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["demo", "--shards", "0"], "outside 1..64"),
+        (["demo", "--duration", "1"], "outside 4..3600"),
+    ],
+)
+def test_cli_rejects_out_of_range_arguments(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_cli_reports_invalid_settings_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SHARDMON_MEMORY_CRITICAL", "150")
+    assert main(["demo"]) == 2
+    err = capsys.readouterr().err
+    assert "SHARDMON_MEMORY_CRITICAL" in err and "Traceback" not in err
