@@ -78,15 +78,21 @@ def _log(
         return None
     try:
         asyncio.get_running_loop()
-    except RuntimeError:
-        _persist(settings, event)
-    else:
         _writer.submit(_persist, settings, event)
+    except RuntimeError:  # no running loop (a plain script), or the interpreter is exiting
+        _persist(settings, event)
     return event
 
 
 def _persist(settings: Settings, event: RestartEvent) -> None:
     """Journal first (the durable copy), then Redis; an outage leaves it for the replay."""
+    try:
+        _journal_then_redis(settings, event)
+    except Exception:  # in the writer thread nobody would see it: say it in the log
+        log.exception("restart event %s: unexpected failure while persisting", event.id)
+
+
+def _journal_then_redis(settings: Settings, event: RestartEvent) -> None:
     line = event.to_json()
     try:
         Journal(settings.journal_path).append(line)

@@ -125,13 +125,12 @@ async def _run(url: str, shards: int, duration_s: float, journal_dir: Path) -> N
     print(f"  fleet, last hour: {_spread(await store.fleet_performance())}")
     print(f"  shard 0: {_spread(await store.shard_performance(0))}")
 
-    prefix = keys.prefix
     print("\n== the same with redis-cli (point SHARDMON_REDIS_URL at a Redis to keep the data) ==")
     print(f"  redis-cli -u {redact_url(url)} ZCOUNT '{keys.shard_restarts(shards - 1)}' "
           "$(( $(date +%s) - 3600 )) +inf")  # fmt: skip
     print(f"  redis-cli -u {redact_url(url)} LRANGE '{keys.samples(0)}' 0 2")
     print(f"  redis-cli -u {redact_url(url)} HGETALL '{keys.latest}'")
-    print(f"  redis-cli -u {redact_url(url)} ZREVRANGE '{prefix}restarts' 0 4")
+    print(f"  redis-cli -u {redact_url(url)} ZREVRANGE '{keys.restarts}' 0 4")
     await client.aclose()
 
 
