@@ -82,6 +82,12 @@ class Keys:
         return f"{self.prefix}alert:{rule}{suffix}"
 
     @property
+    def active_alerts(self) -> str:
+        """HASH `<rule>:<shard>` -> JSON of a condition alerted and not yet resolved: tells any
+        future leader which "resolved" messages are owed (not in DESIGN.md; see README)."""
+        return f"{self.prefix}active_alerts"
+
+    @property
     def alerts(self) -> str:
         """LIST newest-first JSON of alerts sent and resolved, capped at `ALERTS_CAP`."""
         return f"{self.prefix}alerts"

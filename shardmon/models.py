@@ -72,6 +72,7 @@ class Sample(ProcessMetrics):
     guilds: int = Field(default=0, ge=0)
     users: int = Field(default=0, ge=0)
     node: str = ""
+    started_at: float | None = None  # when its process started: uptime without another read
 
     def to_json(self) -> str:
         return self.model_dump_json()

@@ -14,7 +14,7 @@ import os
 import socket
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,10 +22,13 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
+from shardmon.alerts import Alerter
 from shardmon.collector import Collector
 from shardmon.connection import REDIS_ERRORS
 from shardmon.journal import Journal
+from shardmon.judge import FleetJudge
 from shardmon.keys import Keys
+from shardmon.leader import LeaderElection, LeaseTiming
 from shardmon.models import (
     MalformedData,
     ProcessMetrics,
@@ -36,6 +39,8 @@ from shardmon.models import (
     parse_event,
 )
 from shardmon.render import format_uptime
+from shardmon.rules import DEFAULT_RULES, Rule, Thresholds
+from shardmon.sinks import LogSink, Sink
 from shardmon.stats import Spread, summarize_samples
 from shardmon.store import ShardInfo, Store
 
@@ -71,6 +76,20 @@ class MonitorConfig:
     restart_alert_threshold: int = 3
     restart_window_s: int = 3600
     journal_path: Path = Path("logs/system_restarts.log")
+    leader_eligible: bool = True
+    leader_lease_s: float = 15
+    alert_dedupe_s: int = 300
+
+    @property
+    def thresholds(self) -> Thresholds:
+        """The leader's thresholds; a shard is offline after 3 intervals without a heartbeat."""
+        return Thresholds(
+            memory=self.memory_critical,
+            cpu=self.cpu_critical,
+            restart_count=self.restart_alert_threshold,
+            restart_window_s=self.restart_window_s,
+            offline_after_s=3 * self.sample_interval_s,
+        )
 
     def event(
         self,
@@ -124,6 +143,8 @@ class SystemMonitor:
         *,
         gateway: GatewayProvider | None = None,
         collector: Collector | None = None,
+        sinks: Sequence[Sink] | None = None,
+        rules: Sequence[Rule] = DEFAULT_RULES,
     ) -> None:
         self.config = config
         self.MEMORY_CRITICAL = config.memory_critical
@@ -133,6 +154,24 @@ class SystemMonitor:
         self.journal = Journal(config.journal_path)
         self.collector = collector or Collector(disk_path=config.journal_path.parent)
         self.gateway: GatewayProvider = gateway or (lambda shard: GatewayStats())
+        self.election = LeaderElection(
+            client, self.store.keys, config.node, LeaseTiming(config.leader_lease_s)
+        )
+        self.alerter = Alerter(
+            client,
+            self.store.keys,
+            config.node,
+            sinks if sinks is not None else [LogSink()],
+            dedupe_s=config.alert_dedupe_s,
+        )
+        self.judge = FleetJudge(
+            self.store,
+            self.election,
+            self.alerter,
+            config.thresholds,
+            config.sample_interval_s,
+            rules,
+        )
         self.started_at = time.time()
         #: The last `history_size` readings of this process, oldest first.
         self.metrics_history: deque[ProcessMetrics] = deque(maxlen=config.history_size)
@@ -146,6 +185,7 @@ class SystemMonitor:
         self._sync_lock = asyncio.Lock()
         self._last_refusal = ""
         self._task: asyncio.Task[None] | None = None
+        self._leader_tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -160,8 +200,13 @@ class SystemMonitor:
         await self._sync_with_redis()
         if self.redis_available:
             await self._write_shard_info()
-        self._stopping = asyncio.Event()
+        self._stopping = asyncio.Event()  # one per run: ends every loop of this monitor
         self._task = asyncio.create_task(self._run(), name="shardmon-sampling")
+        if self.config.leader_eligible:
+            self._leader_tasks = [
+                asyncio.create_task(self.election.run(self._stopping), name="shardmon-election"),
+                asyncio.create_task(self.judge.run(self._stopping), name="shardmon-judge"),
+            ]
         log.info(
             "monitoring shards %s of %s every %ss",
             list(self.config.shard_ids),
@@ -170,12 +215,21 @@ class SystemMonitor:
         )
 
     async def stop(self) -> None:
-        """Stop the loop and try once more to write what is pending."""
+        """Stop judging and hand over leadership at once, stop sampling, and try once more
+        to write what is pending."""
+        # The event ends the loops even if a library swallows a cancellation (seen with
+        # redis-py on Python 3.11); a cancel then interrupts one waiting on Redis.
+        self._stopping.set()
+        leader_tasks, self._leader_tasks = self._leader_tasks, []
+        if leader_tasks:
+            await asyncio.wait(leader_tasks, timeout=self.election.timing.call_timeout_s * 2)
+            for leader_task in leader_tasks:
+                leader_task.cancel()  # still inside a bounded Redis call
+            await asyncio.wait(leader_tasks, timeout=1)
+            await self.alerter.drain()
+            await self.election.release()
         task, self._task = self._task, None
         if task is not None:
-            # The event ends the loop even if a library swallows the cancellation (seen with
-            # redis-py on Python 3.11); the cancel interrupts a tick waiting on Redis.
-            self._stopping.set()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -217,6 +271,7 @@ class SystemMonitor:
                     guilds=stats.guilds,
                     users=stats.users,
                     node=self.config.node,
+                    started_at=self.started_at,
                 )
             )
         for sample in samples:

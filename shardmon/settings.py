@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     restart_window_s: int = Field(default=3600, ge=60, le=7 * 86400)
     alert_dedupe_s: int = Field(default=300, ge=1, le=86400)
     leader_lease_s: float = Field(default=15, ge=1, le=600)
+    leader_eligible: bool = Field(default=True, description="False: this process never leads")
+    alert_webhook_url: SecretStr | None = Field(
+        default=None, description="Discord webhook that receives alerts; secret"
+    )
     journal_path: Path = Path("logs/system_restarts.log")
     alert_channel_names: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["dev-logs", "admin-logs", "system-logs", "bot-logs"]
@@ -131,6 +135,9 @@ class Settings(BaseSettings):
             restart_alert_threshold=self.restart_alert_threshold,
             restart_window_s=self.restart_window_s,
             journal_path=self.journal_path,
+            leader_eligible=self.leader_eligible,
+            leader_lease_s=self.leader_lease_s,
+            alert_dedupe_s=self.alert_dedupe_s,
         )
 
 

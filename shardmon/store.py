@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 
 from shardmon.keys import ROLLUP_MINUTE_TTL_S, Keys
 from shardmon.models import MalformedData, RestartEvent, Sample, parse_event, parse_sample
+from shardmon.rules import FleetView
 from shardmon.stats import (
     ROLLUP_SCALE,
     Performance,
@@ -261,6 +262,38 @@ class Store:
         if len(seen) < len(pairs):
             self._count_skipped(self.keys.heartbeats, len(pairs) - len(seen))
         return seen
+
+    async def fleet_view(
+        self, restart_window_s: float, now: float | None = None
+    ) -> tuple[FleetView, dict[str, float], list[str]]:
+        """What the leader judges, in one round trip: the fleet, the runtime threshold
+        overrides, and the conditions announced and not yet resolved."""
+        now = time.time() if now is None else now
+        keys = self.keys
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.latest)
+            pipe.zrange(keys.heartbeats, 0, -1, withscores=True)
+            pipe.zrangebyscore(keys.restarts, now - restart_window_s, "+inf")
+            pipe.hgetall(keys.thresholds)
+            pipe.hkeys(keys.active_alerts)
+            latest_raw, beats, recent, overrides_raw, active = await pipe.execute()
+        latest = {s.shard: s for s in self._parsed(latest_raw.values(), parse_sample, keys.latest)}
+        heartbeats = {int(m): float(score) for m, score in beats if str(m).isdigit()}
+        if len(heartbeats) < len(beats):
+            self._count_skipped(keys.heartbeats, len(beats) - len(heartbeats))
+        restarts: Counter[int] = Counter()
+        for event in self._parsed(recent, parse_event, keys.restarts):
+            restarts.update(event.shards)
+        overrides: dict[str, float] = {}
+        for name, value in overrides_raw.items():
+            try:
+                overrides[name] = float(value)
+            except ValueError:
+                self._count_skipped(keys.thresholds, 1)
+        fleet = FleetView(
+            now=now, latest=latest, heartbeats=heartbeats, restarts_in_window=dict(restarts)
+        )
+        return fleet, overrides, list(active)
 
     async def shard_info(self, shard: int) -> ShardInfo | None:
         raw = await self.client.hgetall(self.keys.shard_info(shard))

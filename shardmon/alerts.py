@@ -1,0 +1,184 @@
+"""Claiming, delivering and recording alerts: each condition is sent at most once per window.
+
+A claim script checks, in one step, that the caller still holds `leader` and that
+`SET alert:<rule>:<shard> NX EX <dedupe_s>` succeeds, so two nodes that both believe they lead
+cannot both send. Delivery runs beside the leader's loop; if no sink delivers, the claims are
+deleted and the next tick tries again. Every attempt is recorded in the capped `alerts` list with
+its outcome per sink; conditions that were announced are kept in `active_alerts` until a
+"resolved" message has gone out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import Coroutine, Sequence
+from dataclasses import asdict
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+
+from shardmon.connection import REDIS_ERRORS
+from shardmon.keys import ALERTS_CAP, Keys
+from shardmon.rules import AlertText, Finding, FleetView, Rule
+from shardmon.sinks import Alert, DeliveryPolicy, Sink, deliver
+from shardmon.store import lua
+
+__all__ = ["Alerter", "condition"]
+
+log = logging.getLogger(__name__)
+
+
+def condition(rule: str, shard: int) -> str:
+    """The field of a condition in `active_alerts`: `<rule>:<shard>`."""
+    return f"{rule}:{shard}"
+
+
+class Alerter:
+    """Sends alerts for the leader.
+
+    Args:
+        client: asyncio Redis client.
+        keys: the deployment's keys.
+        node: this node's id, checked against `leader` by every claim.
+        sinks: where alerts go (the log, a webhook, a channel...).
+        dedupe_s: an alert for one condition is sent at most once per this window (300).
+        policy: retries and time bounds of each sink.
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        keys: Keys,
+        node: str,
+        sinks: Sequence[Sink],
+        *,
+        dedupe_s: int = 300,
+        policy: DeliveryPolicy | None = None,
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self.node = node
+        self.sinks = list(sinks)
+        self.dedupe_s = dedupe_s
+        self.policy = policy or DeliveryPolicy()
+        self._claim_alert = client.register_script(lua("claim_alert"))
+        self._claim_resolution = client.register_script(lua("claim_resolution"))
+        self._deliveries: set[asyncio.Task[None]] = set()
+
+    async def alert(
+        self, rule: Rule, findings: Sequence[Finding], fleet: FleetView, epoch: int
+    ) -> Alert | None:
+        """Claim each finding's condition and send one message for those claimed."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for finding in findings:
+                await self._claim_alert(
+                    keys=[self.keys.leader, self.keys.alert(rule.name, finding.shard)],
+                    args=[self.node, self.dedupe_s, epoch],
+                    client=pipe,
+                )
+            results = await pipe.execute()
+        if -1 in results:
+            log.warning("not the leader any more: %s alert not sent", rule.name)
+            return None
+        claimed = [f for f, result in zip(findings, results, strict=True) if result == 1]
+        if not claimed:
+            return None
+        alert = self._new_alert("alert", rule.name, claimed, rule.describe(claimed, fleet), epoch)
+        self._spawn(self._deliver_alert(alert, claimed))
+        return alert
+
+    async def resolve(self, rule: str, shard: int, text: AlertText, epoch: int) -> Alert | None:
+        """Announce once that a condition cleared (claimed by removing it from active)."""
+        field = condition(rule, shard)
+        claimed = await self._claim_resolution(
+            keys=[self.keys.leader, self.keys.active_alerts], args=[self.node, field]
+        )
+        if claimed != 1:
+            return None
+        finding = Finding(rule, shard, 0, 0)
+        alert = self._new_alert("resolved", rule, [finding], text, epoch)
+        self._spawn(self._deliver_resolution(alert, field))
+        return alert
+
+    async def drain(self, timeout_s: float = 5.0) -> None:
+        """Wait (bounded) for deliveries in flight, e.g. before a clean stop."""
+        if not self._deliveries:
+            return
+        _, pending = await asyncio.wait(self._deliveries, timeout=timeout_s)
+        for task in pending:
+            task.cancel()
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _new_alert(
+        self, kind: str, rule: str, findings: Sequence[Finding], text: AlertText, epoch: int
+    ) -> Alert:
+        return Alert(
+            id=uuid.uuid4().hex,
+            kind=kind,
+            rule=rule,
+            shards=tuple(f.shard for f in findings),
+            title=text.title,
+            body=text.body,
+            epoch=epoch,
+            node=self.node,
+            ts=time.time(),
+        )
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work, name="shardmon-alert-delivery")
+        self._deliveries.add(task)
+        task.add_done_callback(self._delivery_done)
+
+    def _delivery_done(self, task: asyncio.Task[None]) -> None:
+        self._deliveries.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("alert delivery failed", exc_info=task.exception())
+
+    async def _deliver_alert(self, alert: Alert, claimed: Sequence[Finding]) -> None:
+        outcomes = await deliver(self.sinks, alert, self.policy)
+        delivered = "ok" in outcomes.values()
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for finding in claimed:
+                    if delivered:
+                        since = json.dumps({"since": alert.ts, "epoch": alert.epoch})
+                        pipe.hsetnx(
+                            self.keys.active_alerts, condition(alert.rule, finding.shard), since
+                        )
+                    else:  # nobody heard it: free the claim so that the next tick retries
+                        pipe.delete(self.keys.alert(alert.rule, finding.shard))
+                self._record(pipe, alert, outcomes, delivered)
+                await pipe.execute()
+        except (*REDIS_ERRORS, redis.RedisError) as exc:
+            log.error("alert %s sent=%s but not recorded in Redis: %s", alert.id, delivered, exc)
+
+    async def _deliver_resolution(self, alert: Alert, field: str) -> None:
+        outcomes = await deliver(self.sinks, alert, self.policy)
+        delivered = "ok" in outcomes.values()
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                if not delivered:  # still owed: put the condition back for the next tick
+                    pipe.hsetnx(self.keys.active_alerts, field, json.dumps({"since": alert.ts}))
+                self._record(pipe, alert, outcomes, delivered)
+                await pipe.execute()
+        except (*REDIS_ERRORS, redis.RedisError) as exc:
+            log.error(
+                "resolution %s sent=%s but not recorded in Redis: %s", alert.id, delivered, exc
+            )
+
+    def _record(
+        self,
+        pipe: aioredis.client.Pipeline,
+        alert: Alert,
+        outcomes: dict[str, str],
+        delivered: bool,
+    ) -> None:
+        record = {**asdict(alert), "delivery": outcomes, "delivered": delivered}
+        pipe.lpush(self.keys.alerts, json.dumps(record, ensure_ascii=False))
+        pipe.ltrim(self.keys.alerts, 0, ALERTS_CAP - 1)

@@ -1,0 +1,90 @@
+"""The leader's loop: every interval, judge the fleet by the rules and alert or resolve."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import replace
+
+import redis
+
+from shardmon.alerts import Alerter
+from shardmon.connection import REDIS_ERRORS
+from shardmon.leader import LeaderElection
+from shardmon.rules import DEFAULT_RULES, Rule, Thresholds
+from shardmon.store import Store
+
+__all__ = ["FleetJudge"]
+
+log = logging.getLogger(__name__)
+
+
+class FleetJudge:
+    """Judges the fleet while `election` says this node leads; idles otherwise.
+
+    Args:
+        store: the deployment's store (reads the fleet in one round trip a tick).
+        election: tells whether this node leads, and the epoch to fence alerts with.
+        alerter: claims and sends alerts.
+        thresholds: the settings' thresholds (runtime overrides are read each tick).
+        interval_s: seconds between ticks (the sample interval).
+        rules: what to judge (`DEFAULT_RULES`: memory, CPU, restart storm, offline).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        election: LeaderElection,
+        alerter: Alerter,
+        thresholds: Thresholds,
+        interval_s: float,
+        rules: Sequence[Rule] = DEFAULT_RULES,
+    ) -> None:
+        self.store = store
+        self.election = election
+        self.alerter = alerter
+        self.thresholds = thresholds
+        self.interval_s = interval_s
+        self.rules = list(rules)
+        self.ticks = 0
+
+    async def tick(self) -> bool:
+        """Judge once if leading; returns whether it judged."""
+        epoch = self.election.epoch
+        if epoch is None or not self.election.is_leader:
+            return False
+        fleet, overrides, active = await self.store.fleet_view(self.thresholds.restart_window_s)
+        limits = replace(self.thresholds, overrides=overrides)
+        active_by_rule: dict[str, list[int]] = {}
+        for field in active:
+            rule_name, _, shard_id = field.rpartition(":")
+            if shard_id.isdigit():
+                active_by_rule.setdefault(rule_name, []).append(int(shard_id))
+        for rule in self.rules:
+            findings = rule.judge(fleet, limits)
+            if findings:
+                await self.alerter.alert(rule, findings, fleet, epoch)
+            firing = {f.shard for f in findings}
+            for shard in active_by_rule.get(rule.name, []):
+                if shard in firing:
+                    continue
+                text = rule.resolution(shard, fleet, limits)
+                if text is not None:
+                    await self.alerter.resolve(rule.name, shard, text, epoch)
+        self.ticks += 1
+        log.debug("judged %d shards (epoch %d); active: %s", len(fleet.latest), epoch, active)
+        return True
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Tick every interval until `stopping` is set; errors are logged, the loop goes on."""
+        while not stopping.is_set():
+            try:
+                await self.tick()
+            except (*REDIS_ERRORS, redis.RedisError) as exc:
+                log.warning("leader tick skipped, Redis unavailable (%s)", type(exc).__name__)
+            except Exception:  # the judge must outlive any one bad tick; logged here
+                log.exception("leader tick failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), self.interval_s)

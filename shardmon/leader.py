@@ -1,0 +1,133 @@
+"""Leader election on Redis: one node of the fleet judges it, fenced by an epoch.
+
+Timing follows Kubernetes' leader election: a 15 s lease renewed every 2 s; a leader that has not
+renewed successfully for 10 s (monotonic clock) stops acting as leader, well before its lease can
+pass to another node. A shorter lease scales both in proportion. Every Redis call is bounded,
+because redis-py's retries can hold one call to a frozen Redis far longer than the lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from dataclasses import dataclass
+
+import redis
+import redis.asyncio as aioredis
+
+from shardmon.connection import REDIS_ERRORS
+from shardmon.keys import Keys
+from shardmon.store import lua
+
+__all__ = ["LeaderElection", "LeaseTiming"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseTiming:
+    """Lease, renew period, stand-down delay and per-call bound, from the lease alone."""
+
+    lease_s: float = 15.0
+
+    @property
+    def renew_s(self) -> float:
+        return self.lease_s * 2 / 15
+
+    @property
+    def stand_down_s(self) -> float:
+        return self.lease_s * 10 / 15
+
+    @property
+    def call_timeout_s(self) -> float:
+        """How long one election call may take: at most 2 s, and never a whole renew period
+        of a short test lease less than 0.25 s."""
+        return min(2.0, max(0.25, self.renew_s))
+
+
+class LeaderElection:
+    """Campaigns for `leader` and keeps it while this node is alive.
+
+    Args:
+        client: asyncio Redis client.
+        keys: the deployment's keys.
+        node: this process's id (`host:pid`), the value of `leader` while it leads.
+        timing: the lease and what follows from it (default lease 15 s).
+    """
+
+    def __init__(
+        self, client: aioredis.Redis, keys: Keys, node: str, timing: LeaseTiming | None = None
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self.node = node
+        self.timing = timing or LeaseTiming()
+        #: The fencing epoch of the current leadership, None while following.
+        self.epoch: int | None = None
+        self._renewed_at = 0.0  # monotonic time of the last successful acquire or renewal
+        self._acquire = client.register_script(lua("acquire_leader"))
+        self._renew = client.register_script(lua("renew_leader"))
+        self._release = client.register_script(lua("release_leader"))
+
+    @property
+    def is_leader(self) -> bool:
+        """True while this node holds the lease, as far as a recent renewal proves."""
+        return (
+            self.epoch is not None
+            and time.monotonic() - self._renewed_at < self.timing.stand_down_s
+        )
+
+    async def campaign_once(self) -> bool:
+        """Acquire or renew once (bounded in time); returns whether this node now leads."""
+        lease_ms = int(self.timing.lease_s * 1000)
+        asked_at = time.monotonic()
+        try:
+            async with asyncio.timeout(self.timing.call_timeout_s):
+                if self.epoch is None:
+                    epoch = await self._acquire(
+                        keys=[self.keys.leader, self.keys.leader_epoch], args=[self.node, lease_ms]
+                    )
+                    if epoch is not None:
+                        self.epoch = int(epoch)
+                        self._renewed_at = asked_at
+                        log.info("%s leads, epoch %d", self.node, self.epoch)
+                elif await self._renew(keys=[self.keys.leader], args=[self.node, lease_ms]):
+                    self._renewed_at = asked_at
+                else:
+                    log.warning("%s lost the lease (epoch %s)", self.node, self.epoch)
+                    self.epoch = None
+        except (TimeoutError, *REDIS_ERRORS, redis.RedisError) as exc:
+            log.warning("election call failed (%s)", type(exc).__name__)
+        if self.epoch is not None and not self.is_leader:
+            log.warning(
+                "%s stands down: no renewal for %.1f s", self.node, self.timing.stand_down_s
+            )
+            self.epoch = None
+        return self.is_leader
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Campaign until `stopping` is set: renew every renew period, or retry with jitter."""
+        while not stopping.is_set():
+            await self.campaign_once()
+            delay = self.timing.renew_s
+            if not self.is_leader:
+                delay *= random.uniform(0.8, 1.2)  # followers do not all ask at once
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), delay)
+
+    async def release(self) -> None:
+        """Hand the lease back (compare-and-delete) so another node leads at once."""
+        if self.epoch is None:
+            return
+        self.epoch = None
+        try:
+            async with asyncio.timeout(self.timing.call_timeout_s):
+                await self._release(keys=[self.keys.leader], args=[self.node])
+            log.info("%s released the lease", self.node)
+        except (TimeoutError, *REDIS_ERRORS, redis.RedisError) as exc:
+            log.warning(
+                "could not release the lease (%s); it expires by itself", type(exc).__name__
+            )

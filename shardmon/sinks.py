@@ -1,0 +1,94 @@
+"""Where alerts go: one small interface, the log sink, and delivery with retries.
+
+A sink's `send` raises on failure; `deliver` retries each sink with backoff, bounds every
+attempt in time, and runs the sinks side by side, so a slow or broken one delays nobody.
+Discord sinks (webhook, channel) live in `shardmon.discord_sinks`, the core's only Discord part.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = ["Alert", "DeliveryPolicy", "LogSink", "Sink", "deliver"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One message to send: an alert that fired or a condition that cleared."""
+
+    id: str
+    kind: str  # "alert" or "resolved"
+    rule: str
+    shards: tuple[int, ...]
+    title: str
+    body: str
+    epoch: int
+    node: str
+    ts: float
+
+    @property
+    def content(self) -> str:
+        return f"**{self.title}**\n{self.body}"
+
+
+class Sink(Protocol):
+    name: str
+
+    async def send(self, alert: Alert) -> None:
+        """Deliver the alert or raise."""
+
+
+class LogSink:
+    """Writes alerts to the `shardmon.alerts` log: always there, even with no Discord."""
+
+    name = "log"
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self.logger = logger or logging.getLogger("shardmon.alerts")
+
+    async def send(self, alert: Alert) -> None:
+        level = logging.INFO if alert.kind == "resolved" else logging.WARNING
+        self.logger.log(
+            level, "%s | %s (epoch %d)", alert.title, alert.body.replace("\n", " | "), alert.epoch
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryPolicy:
+    """Attempts per sink, the first backoff (doubling), and the bound on each attempt."""
+
+    attempts: int = 3
+    backoff_s: float = 1.0
+    attempt_timeout_s: float = 10.0
+
+
+async def _deliver_one(sink: Sink, alert: Alert, policy: DeliveryPolicy) -> str:
+    problem = ""
+    for attempt in range(policy.attempts):
+        if attempt:
+            await asyncio.sleep(policy.backoff_s * 2 ** (attempt - 1))
+        try:
+            async with asyncio.timeout(policy.attempt_timeout_s):
+                await sink.send(alert)
+            return "ok"
+        except Exception as exc:  # noqa: BLE001 - any sink failure is retried, then reported
+            problem = f"{type(exc).__name__}: {exc}"[:300]
+            log.warning(
+                "sink %s failed (attempt %d/%d): %s",
+                sink.name,
+                attempt + 1,
+                policy.attempts,
+                problem,
+            )
+    return f"failed after {policy.attempts} attempts: {problem}"
+
+
+async def deliver(sinks: list[Sink], alert: Alert, policy: DeliveryPolicy) -> dict[str, str]:
+    """Send to every sink at once; returns sink name -> "ok" or what went wrong."""
+    outcomes = await asyncio.gather(*(_deliver_one(sink, alert, policy) for sink in sinks))
+    return {sink.name: outcome for sink, outcome in zip(sinks, outcomes, strict=True)}
