@@ -105,13 +105,18 @@ class Alerter:
         self._spawn(self._deliver_resolution(alert, field))
         return alert
 
-    async def drain(self, timeout_s: float = 5.0) -> None:
-        """Wait (bounded) for deliveries in flight, e.g. before a clean stop."""
-        if not self._deliveries:
-            return
-        _, pending = await asyncio.wait(self._deliveries, timeout=timeout_s)
-        for task in pending:
-            task.cancel()
+    async def wait_for_deliveries(self, timeout_s: float = 5.0) -> None:
+        """Wait (bounded) for the deliveries in flight; cancel those still going after it."""
+        if self._deliveries:
+            _, pending = await asyncio.wait(set(self._deliveries), timeout=timeout_s)
+            for task in pending:
+                task.cancel()
+
+    async def close(self, timeout_s: float = 5.0) -> None:
+        """Wait (bounded) for deliveries in flight, then close the sinks: a clean stop."""
+        await self.wait_for_deliveries(timeout_s)
+        for sink in self.sinks:
+            await sink.close()
 
     # -- internals ------------------------------------------------------------------------
 

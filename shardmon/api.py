@@ -46,7 +46,9 @@ def get_system_monitor() -> SystemMonitor:
         if _monitor is None:
             settings = _settings()
             client = create_redis(settings.redis_url_or_default())
-            _monitor = SystemMonitor(settings.monitor_config(), client)
+            _monitor = SystemMonitor(
+                settings.monitor_config(), client, sinks=settings.alert_sinks()
+            )
         return _monitor
 
 

@@ -49,6 +49,7 @@ class FleetJudge:
         self.interval_s = interval_s
         self.rules = list(rules)
         self.ticks = 0
+        self._judged_epoch: int | None = None
 
     async def tick(self) -> bool:
         """Judge once if leading; returns whether it judged."""
@@ -73,8 +74,10 @@ class FleetJudge:
                 text = rule.resolution(shard, fleet, limits)
                 if text is not None:
                     await self.alerter.resolve(rule.name, shard, text, epoch)
+        if epoch != self._judged_epoch:
+            log.info("epoch %d: first judgement, %d shards", epoch, len(fleet.latest))
+            self._judged_epoch = epoch
         self.ticks += 1
-        log.debug("judged %d shards (epoch %d); active: %s", len(fleet.latest), epoch, active)
         return True
 
     async def run(self, stopping: asyncio.Event) -> None:

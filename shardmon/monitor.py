@@ -226,7 +226,7 @@ class SystemMonitor:
             for leader_task in leader_tasks:
                 leader_task.cancel()  # still inside a bounded Redis call
             await asyncio.wait(leader_tasks, timeout=1)
-            await self.alerter.drain()
+            await self.alerter.close()
             await self.election.release()
         task, self._task = self._task, None
         if task is not None:

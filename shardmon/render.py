@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["format_uptime"]
+__all__ = ["defuse_mentions", "format_uptime"]
 
 
 def format_uptime(seconds: float) -> str:
@@ -18,3 +18,12 @@ def format_uptime(seconds: float) -> str:
     if hours:
         return f"{hours}h {minutes}m"
     return f"{minutes}m"
+
+
+_ZERO_WIDTH_SPACE = "\u200b"
+
+
+def defuse_mentions(text: str) -> str:
+    """Text that cannot ping on Discord even without `allowed_mentions`: a zero-width space
+    after every `@` breaks @everyone, @here, <@user>, <@!user> and <@&role>."""
+    return text.replace("@", "@" + _ZERO_WIDTH_SPACE)

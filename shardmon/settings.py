@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shardmon.monitor import MonitorConfig
+from shardmon.sinks import LogSink, Sink
 
 __all__ = ["DEFAULT_REDIS_URL", "Settings", "SettingsError", "load_settings"]
 
@@ -69,6 +70,16 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("alert_webhook_url")
+    @classmethod
+    def _discord_webhook(cls, value: SecretStr | None) -> SecretStr | None:
+        pattern = r"https://(?:\w+\.)?discord(?:app)?\.com/api/webhooks/\d{17,20}/[\w.-]{60,}"
+        if value is not None and not re.fullmatch(pattern, value.get_secret_value()):
+            raise ValueError(
+                "not a Discord webhook URL (https://discord.com/api/webhooks/ID/TOKEN)"
+            )
+        return value
+
     @field_validator("shard_ids", mode="before")
     @classmethod
     def _parse_shard_ids(cls, value: object) -> object:
@@ -117,6 +128,15 @@ class Settings(BaseSettings):
     def redis_url_or_default(self) -> str:
         """The configured Redis URL, else a local Redis on 6379."""
         return self.redis_url.get_secret_value() if self.redis_url else DEFAULT_REDIS_URL
+
+    def alert_sinks(self) -> list[Sink]:
+        """The log, plus the webhook when one is set."""
+        sinks: list[Sink] = [LogSink()]
+        if self.alert_webhook_url is not None:
+            from shardmon.discord_sinks import WebhookSink  # only Discord users pay the import
+
+            sinks.append(WebhookSink(self.alert_webhook_url.get_secret_value()))
+        return sinks
 
     def monitor_config(self) -> MonitorConfig:
         """The plain values the library core takes."""

@@ -37,10 +37,15 @@ class Alert:
 
 
 class Sink(Protocol):
-    name: str
+    @property
+    def name(self) -> str:
+        """The sink's name in the delivery outcomes of the `alerts` list."""
 
     async def send(self, alert: Alert) -> None:
         """Deliver the alert or raise."""
+
+    async def close(self) -> None:
+        """Release what the sink holds (a session); called once on stop."""
 
 
 class LogSink:
@@ -53,9 +58,11 @@ class LogSink:
 
     async def send(self, alert: Alert) -> None:
         level = logging.INFO if alert.kind == "resolved" else logging.WARNING
-        self.logger.log(
-            level, "%s | %s (epoch %d)", alert.title, alert.body.replace("\n", " | "), alert.epoch
-        )
+        body = alert.body.replace("\n", " | ")
+        self.logger.log(level, "%s | %s (epoch %d)", alert.title, body, alert.epoch)
+
+    async def close(self) -> None:
+        return None
 
 
 @dataclass(frozen=True, slots=True)

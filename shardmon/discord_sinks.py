@@ -1,0 +1,61 @@
+"""Alert sinks that post to Discord: the only module of the library that imports discord.py.
+
+Messages never ping: their text has every `@` defused and they are sent with
+`AllowedMentions.none()`, so neither @everyone, @here, roles nor users are notified.
+"""
+
+from __future__ import annotations
+
+import aiohttp
+import discord
+
+from shardmon.render import defuse_mentions
+from shardmon.sinks import Alert
+
+__all__ = ["DISCORD_MESSAGE_LIMIT", "WebhookSink", "discord_text"]
+
+#: Discord refuses message content longer than this.
+DISCORD_MESSAGE_LIMIT = 2000
+
+
+def discord_text(alert: Alert) -> str:
+    """The alert as Discord message content: mention-proof, within the length limit."""
+    text = defuse_mentions(alert.content)
+    if len(text) > DISCORD_MESSAGE_LIMIT:
+        text = text[: DISCORD_MESSAGE_LIMIT - 1] + "…"
+    return text
+
+
+class WebhookSink:
+    """Posts alerts to a Discord webhook URL (discord.py's Webhook over aiohttp).
+
+    Args:
+        url: `https://discord.com/api/webhooks/<id>/<token>`; a secret, never logged.
+        session: the aiohttp session to use; one is made (and closed by `close()`) if omitted.
+    """
+
+    name = "webhook"
+
+    def __init__(self, url: str, session: aiohttp.ClientSession | None = None) -> None:
+        self._url = url
+        self._session = session
+        self._owns_session = session is None
+
+    def __repr__(self) -> str:
+        return "WebhookSink(url=***)"
+
+    async def send(self, alert: Alert) -> None:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        webhook = discord.Webhook.from_url(self._url, session=self._session)
+        await webhook.send(
+            discord_text(alert),
+            username="shardmon",
+            allowed_mentions=discord.AllowedMentions.none(),
+            wait=True,
+        )
+
+    async def close(self) -> None:
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+            self._session = None

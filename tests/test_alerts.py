@@ -1,0 +1,187 @@
+"""Claims, dedupe, retries and resolution, driven tick by tick against a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+
+import pytest
+import redis.asyncio as aioredis
+from helpers import sample
+
+from shardmon.alerts import Alerter
+from shardmon.judge import FleetJudge
+from shardmon.keys import Keys
+from shardmon.leader import LeaderElection, LeaseTiming
+from shardmon.rules import Thresholds
+from shardmon.sinks import Alert, DeliveryPolicy, LogSink
+from shardmon.store import Store
+
+QUICK = DeliveryPolicy(attempts=2, backoff_s=0.01, attempt_timeout_s=1)
+
+
+class RecordingSink:
+    """A sink that records what it is given and fails while `failures` lasts."""
+
+    def __init__(self, name: str = "recording", failures: int = 0) -> None:
+        self.name = name
+        self.failures = failures
+        self.sent: list[Alert] = []
+
+    async def send(self, alert: Alert) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise ConnectionError("Discord is down")
+        self.sent.append(alert)
+
+    async def close(self) -> None:
+        return None
+
+
+Node = tuple[LeaderElection, Alerter, FleetJudge]
+
+
+@pytest.fixture
+def make_node(client: aioredis.Redis, keys: Keys) -> Callable[..., Node]:
+    def make(name: str, sink: RecordingSink, dedupe_s: int = 300, memory: float = 85) -> Node:
+        store = Store(client, keys)
+        election = LeaderElection(client, keys, name, LeaseTiming(15))
+        alerter = Alerter(client, keys, name, [sink, LogSink()], dedupe_s=dedupe_s, policy=QUICK)
+        judge = FleetJudge(store, election, alerter, Thresholds(memory=memory), interval_s=0.1)
+        return election, alerter, judge
+
+    return make
+
+
+async def _push(client: aioredis.Redis, keys: Keys, memory: dict[int, float]) -> None:
+    store = Store(client, keys)
+    seq = time.time_ns() // 1000
+    await store.push_samples(
+        [(sample(shard, memory=value), seq + i) for i, (shard, value) in enumerate(memory.items())]
+    )
+
+
+async def _records(client: aioredis.Redis, keys: Keys) -> list[dict[str, object]]:
+    return [json.loads(raw) for raw in await client.lrange(keys.alerts, 0, -1)]
+
+
+async def test_a_condition_lasting_three_windows_gives_three_alerts(
+    client: aioredis.Redis, keys: Keys, make_node: Callable[..., Node]
+) -> None:
+    sink = RecordingSink()
+    election, alerter, judge = make_node("a:1", sink, dedupe_s=1)
+    assert await election.campaign_once()
+    started = time.monotonic()
+    while time.monotonic() - started < 2.5:  # windows of 1 s: alerts near 0, 1.0 and 2.0 s
+        await _push(client, keys, {0: 95})
+        await judge.tick()
+        await alerter.wait_for_deliveries()
+        await asyncio.sleep(0.1)
+    print(f"alerts in 2.5 dedupe windows: {len(sink.sent)} over {judge.ticks} ticks")
+    assert len(sink.sent) == 3
+    assert all(a.rule == "memory" and a.shards == (0,) and a.epoch == 1 for a in sink.sent)
+
+
+async def test_only_the_leader_alerts_even_if_another_node_believes_it_leads(
+    client: aioredis.Redis, keys: Keys, make_node: Callable[..., Node]
+) -> None:
+    a_sink, b_sink = RecordingSink(), RecordingSink()
+    a_election, a_alerter, a_judge = make_node("a:1", a_sink)
+    b_election, b_alerter, b_judge = make_node("b:2", b_sink)
+    assert await a_election.campaign_once()
+    await _push(client, keys, {0: 95})
+    # b is stale: its lease ran out (say, it was paused) and a took over, but b has not noticed.
+    b_election.epoch, b_election._renewed_at = 1, time.monotonic()
+    assert b_election.is_leader
+    assert await b_judge.tick() and await a_judge.tick()
+    await a_alerter.wait_for_deliveries()
+    await b_alerter.wait_for_deliveries()
+    assert len(a_sink.sent) == 1 and b_sink.sent == []
+
+
+async def test_one_message_for_many_shards_and_dedupe_per_shard(
+    client: aioredis.Redis, keys: Keys, make_node: Callable[..., Node]
+) -> None:
+    sink = RecordingSink()
+    election, alerter, judge = make_node("a:1", sink)
+    assert await election.campaign_once()
+    await _push(client, keys, dict.fromkeys(range(12), 90))
+    await judge.tick()
+    await alerter.wait_for_deliveries()
+    assert len(sink.sent) == 1 and sink.sent[0].shards == tuple(range(12))
+    assert "12 shards above 85% memory: 0, 1, 2, 3" in sink.sent[0].body
+    assert 0 < await client.ttl(keys.alert("memory", 7)) <= 300
+    await _push(client, keys, {12: 90})  # a new shard: only it is new
+    await judge.tick()
+    await alerter.wait_for_deliveries()
+    assert [a.shards for a in sink.sent] == [tuple(range(12)), (12,)]
+
+
+async def test_a_failing_sink_leads_to_a_retry_not_a_lost_alert(
+    client: aioredis.Redis, keys: Keys, make_node: Callable[..., Node]
+) -> None:
+    sink = RecordingSink(failures=2)  # both attempts of the first delivery fail
+    election, alerter, judge = make_node("a:1", sink)
+    alerter.sinks = [sink]  # Discord only: nothing else delivers
+    assert await election.campaign_once()
+    await _push(client, keys, {3: 99})
+    await judge.tick()
+    await alerter.wait_for_deliveries()
+    assert sink.sent == [] and not await client.exists(keys.alert("memory", 3))
+    first = (await _records(client, keys))[0]
+    assert first["delivered"] is False
+    assert "failed after 2 attempts: ConnectionError: Discord is down" in str(first["delivery"])
+
+    await judge.tick()
+    await alerter.wait_for_deliveries()
+    assert len(sink.sent) == 1
+    newest = (await _records(client, keys))[0]
+    assert newest["delivered"] is True and newest["delivery"] == {"recording": "ok"}
+
+
+async def test_a_cleared_condition_is_resolved_once(
+    client: aioredis.Redis, keys: Keys, make_node: Callable[..., Node]
+) -> None:
+    sink = RecordingSink()
+    election, alerter, judge = make_node("a:1", sink)
+    assert await election.campaign_once()
+    await _push(client, keys, {0: 95, 1: 50})
+    await judge.tick()
+    await alerter.wait_for_deliveries()
+    assert await client.hkeys(keys.active_alerts) == ["memory:0"]
+    await _push(client, keys, {0: 60, 1: 50})
+    for _ in range(3):
+        await judge.tick()
+        await alerter.wait_for_deliveries()
+    assert [(a.kind, a.title) for a in sink.sent] == [
+        ("alert", "⚠️ High Resource Usage Detected"),
+        ("resolved", "✅ Resolved: MEMORY on shard 0"),
+    ]
+    assert await client.hkeys(keys.active_alerts) == []
+    kinds = [r["kind"] for r in await _records(client, keys)]
+    assert kinds == ["resolved", "alert"]
+
+
+async def test_runtime_threshold_overrides_are_read_each_tick(
+    client: aioredis.Redis, keys: Keys, make_node: Callable[..., Node]
+) -> None:
+    sink = RecordingSink()
+    election, alerter, judge = make_node("a:1", sink)
+    assert await election.campaign_once()
+    await _push(client, keys, {0: 70, 1: 70})
+    await judge.tick()
+    assert sink.sent == []
+    await client.hset(keys.thresholds, mapping={"memory:1": "65", "memory:0": "oops"})
+    await judge.tick()
+    await alerter.wait_for_deliveries()
+    assert [a.shards for a in sink.sent] == [(1,)]
+    assert judge.store.skipped[keys.thresholds] == 1
+
+
+async def test_a_follower_does_not_judge(
+    client: aioredis.Redis, keys: Keys, make_node: Callable[..., Node]
+) -> None:
+    _, _, judge = make_node("a:1", RecordingSink())
+    assert await judge.tick() is False

@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import time
+
+from helpers import sample
+
+from shardmon.rules import (
+    CpuRule,
+    FleetView,
+    MemoryRule,
+    OfflineRule,
+    RestartStormRule,
+    Thresholds,
+)
+
+NOW = time.time()
+
+
+def fleet(**overrides: object) -> FleetView:
+    values: dict[str, object] = {
+        "now": NOW,
+        "latest": {
+            s: sample(s, ts=NOW - 5, memory=40, cpu=10, started_at=NOW - 90_061) for s in range(4)
+        },
+        "heartbeats": dict.fromkeys(range(4), NOW - 5),
+        "restarts_in_window": {},
+    }
+    values.update(overrides)
+    return FleetView(**values)  # type: ignore[arg-type]
+
+
+def test_memory_rule_names_the_shard_with_the_seed_details() -> None:
+    view = fleet(
+        latest={**fleet().latest, 2: sample(2, ts=NOW - 5, memory=91.24, started_at=NOW - 90_061)}
+    )
+    findings = MemoryRule().judge(view, Thresholds())
+    assert [(f.shard, f.value, f.threshold) for f in findings] == [(2, 91.24, 85)]
+    text = MemoryRule().describe(findings, view)
+    assert text.title == "⚠️ High Resource Usage Detected"
+    assert text.body.splitlines() == [
+        "Critical thresholds exceeded: MEMORY",
+        "Memory: 91.2% (800/2000 MB)",
+        "CPU: 20.0% (2 cores)",
+        "Disk: 50.0%",
+        "Servers: 100",
+        "Uptime: 1d 1h 1m",
+        "Shard: 2 (testhost:1)",
+    ]
+
+
+def test_many_shards_in_one_tick_make_one_grouped_message() -> None:
+    latest = {s: sample(s, ts=NOW, memory=86 + s * 0.1) for s in range(30)}
+    view = fleet(latest=latest)
+    findings = MemoryRule().judge(view, Thresholds())
+    assert len(findings) == 30
+    body = MemoryRule().describe(findings, view).body
+    assert "30 shards above 85% memory: 0, 1, 2," in body
+    assert "… (+10 more)" in body and "Highest: shard 29 at 88.9%" in body
+
+
+def test_cpu_rule_and_overrides_per_rule_and_shard() -> None:
+    latest = {s: sample(s, ts=NOW, cpu=60) for s in range(3)}
+    limits = Thresholds(overrides={"cpu": 50, "cpu:1": 70})
+    assert [f.shard for f in CpuRule().judge(fleet(latest=latest), limits)] == [0, 2]
+    assert (
+        CpuRule()
+        .describe(CpuRule().judge(fleet(latest=latest), limits), fleet(latest=latest))
+        .body.startswith("Critical thresholds exceeded: CPU")
+    )
+
+
+def test_stale_samples_are_not_judged_or_resolved() -> None:
+    latest = {0: sample(0, ts=NOW - 600, memory=99)}
+    view = fleet(latest=latest)
+    assert MemoryRule().judge(view, Thresholds(offline_after_s=180)) == []
+    assert MemoryRule().resolution(0, view, Thresholds(offline_after_s=180)) is None
+
+
+def test_resolution_only_when_fresh_data_is_below_the_threshold() -> None:
+    view = fleet()
+    text = MemoryRule().resolution(1, view, Thresholds())
+    assert text is not None and text.title == "✅ Resolved: MEMORY on shard 1"
+    assert "back to 40.0% (threshold 85%)" in text.body
+    hot = fleet(latest={1: sample(1, ts=NOW, memory=90)})
+    assert MemoryRule().resolution(1, hot, Thresholds()) is None
+
+
+def test_restart_storm() -> None:
+    view = fleet(restarts_in_window={1: 2, 3: 3, 5: 7})
+    findings = RestartStormRule().judge(view, Thresholds(restart_count=3))
+    assert [(f.shard, f.value) for f in findings] == [(3, 3), (5, 7)]
+    single = RestartStormRule().describe(findings[:1], view)
+    assert single.title == "🚨 Restart Storm Detected"
+    assert single.body.splitlines() == [
+        "3 restarts in the last hour - possible loop detected",
+        "Time period: 1 hour",
+        "Restart count: 3",
+        "Threshold: 3",
+        "Shard: 3",
+    ]
+    assert "2 shards restarting in a loop: 3, 5" in RestartStormRule().describe(findings, view).body
+    assert RestartStormRule().resolution(1, view, Thresholds()) is not None
+    assert RestartStormRule().resolution(5, view, Thresholds()) is None
+
+
+def test_offline_after_three_intervals_without_heartbeat() -> None:
+    view = fleet(heartbeats={0: NOW - 5, 1: NOW - 200, 2: NOW - 179})
+    findings = OfflineRule().judge(view, Thresholds(offline_after_s=180))
+    assert [f.shard for f in findings] == [1]
+    assert "Shard 1: no heartbeat for 3m" in OfflineRule().describe(findings, view).body
+    assert OfflineRule().resolution(0, view, Thresholds()) is not None
+    assert OfflineRule().resolution(1, view, Thresholds()) is None
