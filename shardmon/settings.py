@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     version: str = Field(default="0.0.0", min_length=1, max_length=50)
     shard_ids: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [0])
     shard_count: int = Field(default=1, ge=1, le=100_000)
-    sample_interval_s: float = Field(default=60, ge=1, le=3600)
+    sample_interval_s: float = Field(default=60, ge=0.1, le=3600)
     history_size: int = Field(default=1000, ge=10, le=100_000)
     sample_buffer_size: int = Field(default=1000, ge=1, le=1_000_000)
     memory_critical: Percent = 85
