@@ -12,7 +12,7 @@ import discord
 from shardmon.render import defuse_mentions
 from shardmon.sinks import Alert
 
-__all__ = ["DISCORD_MESSAGE_LIMIT", "WebhookSink", "discord_text"]
+__all__ = ["DISCORD_MESSAGE_LIMIT", "WebhookError", "WebhookSink", "discord_text"]
 
 #: Discord refuses message content longer than this.
 DISCORD_MESSAGE_LIMIT = 2000
@@ -24,6 +24,10 @@ def discord_text(alert: Alert) -> str:
     if len(text) > DISCORD_MESSAGE_LIMIT:
         text = text[: DISCORD_MESSAGE_LIMIT - 1] + "…"
     return text
+
+
+class WebhookError(RuntimeError):
+    """A failed webhook post, its text free of the webhook's token."""
 
 
 class WebhookSink:
@@ -48,12 +52,17 @@ class WebhookSink:
         if self._session is None:
             self._session = aiohttp.ClientSession()
         webhook = discord.Webhook.from_url(self._url, session=self._session)
-        await webhook.send(
-            discord_text(alert),
-            username="shardmon",
-            allowed_mentions=discord.AllowedMentions.none(),
-            wait=True,
-        )
+        try:
+            await webhook.send(
+                discord_text(alert),
+                username="shardmon",
+                allowed_mentions=discord.AllowedMentions.none(),
+                wait=True,
+            )
+        except Exception as exc:  # noqa: BLE001 - re-raised with the token masked
+            token = webhook.token or ""
+            message = str(exc).replace(token, "***") if token else str(exc)
+            raise WebhookError(f"{type(exc).__name__}: {message}") from None
 
     async def close(self) -> None:
         if self._owns_session and self._session is not None:

@@ -132,5 +132,6 @@ async def test_long_alerts_fit_discord_and_failures_are_reported(
     assert len(fake.requests[0][1]["content"]) == DISCORD_MESSAGE_LIMIT
     fake.status = 404  # the webhook was deleted (discord.py itself retries 5xx answers)
     outcomes = await deliver([sink], _alert("down"), DeliveryPolicy(attempts=2, backoff_s=0.01))
-    assert outcomes["webhook"].startswith("failed after 2 attempts: NotFound")
+    assert outcomes["webhook"].startswith("failed after 2 attempts: WebhookError: NotFound")
+    assert "t" * 68 not in outcomes["webhook"]
     assert len(fake.requests) == 3
