@@ -131,6 +131,8 @@ class Collector:
         # psutil.cpu_percent(None) keeps one baseline per process, which several collectors
         # (or a host bot's own calls) would share; each collector keeps its own instead.
         self._last_host_cpu = psutil.cpu_times()
+        self._last_host_cpu_at = time.monotonic()
+        self._last_host_percent = 0.0
 
     def collect(self) -> ProcessMetrics:
         """One reading (blocking: file reads and psutil calls, about a millisecond)."""
@@ -174,12 +176,17 @@ class Collector:
         )
 
     def _host_cpu_percent(self) -> float:
+        """Host CPU use since this collector's last reading; readings closer than 0.1 s
+        apart would be noise (0% or 100%), so they repeat the last figure."""
+        if time.monotonic() - self._last_host_cpu_at < 0.1:
+            return self._last_host_percent
         last, self._last_host_cpu = self._last_host_cpu, psutil.cpu_times()
-        busy_before, busy_now = _busy(last), _busy(self._last_host_cpu)
+        self._last_host_cpu_at = time.monotonic()
         elapsed = sum(self._last_host_cpu) - sum(last)
-        if elapsed <= 0:
-            return 0.0
-        return round(min(100.0, max(0.0, 100.0 * (busy_now - busy_before) / elapsed)), 2)
+        if elapsed > 0:
+            busy = _busy(self._last_host_cpu) - _busy(last)
+            self._last_host_percent = round(min(100.0, max(0.0, 100.0 * busy / elapsed)), 2)
+        return self._last_host_percent
 
     @staticmethod
     def _existing(path: Path) -> Path:

@@ -221,11 +221,14 @@ class RestartStormRule:
 class OfflineRule:
     name: str = "offline"
 
+    def _limit(self, limits: Thresholds, shard: int) -> float:
+        return limits.value(self.name, shard, limits.offline_after_s)
+
     def judge(self, fleet: FleetView, limits: Thresholds) -> list[Finding]:
         return [
-            Finding(self.name, shard, fleet.now - seen, limits.offline_after_s)
+            Finding(self.name, shard, fleet.now - seen, self._limit(limits, shard))
             for shard, seen in sorted(fleet.heartbeats.items())
-            if fleet.now - seen > limits.offline_after_s
+            if fleet.now - seen > self._limit(limits, shard)
         ]
 
     def describe(self, findings: Sequence[Finding], fleet: FleetView) -> AlertText:
@@ -239,7 +242,7 @@ class OfflineRule:
 
     def resolution(self, shard: int, fleet: FleetView, limits: Thresholds) -> AlertText | None:
         seen = fleet.heartbeats.get(shard)
-        if seen is None or fleet.now - seen > limits.offline_after_s:
+        if seen is None or fleet.now - seen > self._limit(limits, shard):
             return None
         return AlertText(f"✅ Resolved: shard {shard} is back online", "Heartbeats resumed")
 
