@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["ALERTS_CAP", "ROLLUP_MINUTE_TTL_S", "Keys"]
+__all__ = ["ALERTS_CAP", "GATEWAY_EVENTS_TTL_S", "ROLLUP_MINUTE_TTL_S", "Keys"]
 
 #: `rollup:<minute>` lives two days: enough for "the last 24 hours" at minute resolution.
 ROLLUP_MINUTE_TTL_S = 2 * 86400
+#: `gateway:<shard>:identify|resume` keep 7 days of events: "the last 24 h" with room to spare.
+GATEWAY_EVENTS_TTL_S = 7 * 86400
 #: `alerts` keeps the newest 100 alerts: the answer to "why did no alert reach Discord?".
 ALERTS_CAP = 100
 

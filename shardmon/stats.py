@@ -10,10 +10,13 @@ from shardmon.models import ProcessMetrics, RestartEvent, Sample
 
 __all__ = [
     "ROLLUP_SCALE",
+    "FleetSummary",
     "Performance",
     "RestartStats",
+    "ShardStatus",
     "Spread",
     "restart_stats",
+    "summarize_fleet",
     "summarize_rollups",
     "summarize_samples",
 ]
@@ -136,4 +139,63 @@ def restart_stats(
         last_24h=last_24h,
         first_at=first_at,
         skipped=skipped,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ShardStatus:
+    """One shard as /shards shows it."""
+
+    shard: int
+    online: bool
+    last_seen: float | None
+    sample: Sample | None
+
+
+@dataclass(frozen=True, slots=True)
+class FleetSummary:
+    """The whole fleet now, from each shard's latest sample and heartbeat."""
+
+    shards: list[ShardStatus]
+    online: int
+    offline: int
+    guilds: int
+    users: int
+    memory: Spread | None
+    cpu: Spread | None
+    disk: Spread | None
+    latency_ms: Spread | None
+    oldest_start: float | None
+    newest_start: float | None
+
+
+def summarize_fleet(
+    latest: Mapping[int, Sample],
+    heartbeats: Mapping[int, float],
+    *,
+    now: float,
+    offline_after_s: float,
+) -> FleetSummary:
+    """Online shards' figures summed or spread; a shard is offline after `offline_after_s`."""
+    statuses = []
+    for shard in sorted(set(latest) | set(heartbeats)):
+        seen = heartbeats.get(shard)
+        alive = seen is not None and now - seen <= offline_after_s
+        statuses.append(ShardStatus(shard, alive, seen, latest.get(shard)))
+    live = [s.sample for s in statuses if s.online and s.sample is not None]
+    starts = [s.started_at for s in live if s.started_at is not None]
+    latencies = [s.latency_ms for s in live if s.latency_ms is not None]
+    online = sum(s.online for s in statuses)
+    return FleetSummary(
+        shards=statuses,
+        online=online,
+        offline=len(statuses) - online,
+        guilds=sum(s.guilds for s in live),
+        users=sum(s.users for s in live),
+        memory=_spread([s.memory for s in live]),
+        cpu=_spread([s.cpu for s in live]),
+        disk=_spread([s.disk for s in live]),
+        latency_ms=_spread(latencies),
+        oldest_start=min(starts, default=None),
+        newest_start=max(starts, default=None),
     )

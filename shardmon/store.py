@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -18,14 +19,16 @@ from typing import TypeVar, cast
 import redis
 import redis.asyncio as aioredis
 
-from shardmon.keys import ROLLUP_MINUTE_TTL_S, Keys
+from shardmon.keys import GATEWAY_EVENTS_TTL_S, ROLLUP_MINUTE_TTL_S, Keys
 from shardmon.models import MalformedData, RestartEvent, Sample, parse_event, parse_sample
 from shardmon.rules import FleetView
 from shardmon.stats import (
     ROLLUP_SCALE,
+    FleetSummary,
     Performance,
     RestartStats,
     restart_stats,
+    summarize_fleet,
     summarize_rollups,
     summarize_samples,
 )
@@ -255,13 +258,55 @@ class Store:
             "list[tuple[str, float]]",
             await self.client.zrange(self.keys.heartbeats, 0, -1, withscores=True),
         )
-        seen: dict[int, float] = {}
-        for member, score in pairs:
-            if str(member).isdigit():
-                seen[int(member)] = float(score)
+        return self._heartbeats(pairs)
+
+    def _heartbeats(self, pairs: Sequence[tuple[str, float]]) -> dict[int, float]:
+        seen = {int(member): float(score) for member, score in pairs if str(member).isdigit()}
         if len(seen) < len(pairs):
             self._count_skipped(self.keys.heartbeats, len(pairs) - len(seen))
         return seen
+
+    async def fleet_summary(self, offline_after_s: float, now: float | None = None) -> FleetSummary:
+        """Every shard's status and the fleet's sums and spreads (one round trip)."""
+        now = time.time() if now is None else now
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.keys.latest)
+            pipe.zrange(self.keys.heartbeats, 0, -1, withscores=True)
+            latest_raw, beats = await pipe.execute()
+        latest = self._parsed(latest_raw.values(), parse_sample, self.keys.latest)
+        return summarize_fleet(
+            {s.shard: s for s in latest},
+            self._heartbeats(beats),
+            now=now,
+            offline_after_s=offline_after_s,
+        )
+
+    async def record_gateway_event(self, shard: int, kind: str, now: float | None = None) -> None:
+        """Count one IDENTIFY (`identify`) or RESUME (`resume`) of a shard; kept 7 days."""
+        now = time.time() if now is None else now
+        key = (
+            self.keys.gateway_identify(shard)
+            if kind == "identify"
+            else self.keys.gateway_resume(shard)
+        )
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.zadd(key, {f"{now:.6f}:{uuid.uuid4().hex[:8]}": now})
+            pipe.zremrangebyscore(key, "-inf", now - GATEWAY_EVENTS_TTL_S)
+            pipe.expire(key, GATEWAY_EVENTS_TTL_S)
+            await pipe.execute()
+
+    async def gateway_counts(
+        self, shards: Iterable[int], window_s: float = 86400, now: float | None = None
+    ) -> dict[int, tuple[int, int]]:
+        """Shard -> (IDENTIFYs, RESUMEs) within the window: two ZCOUNTs a shard, pipelined."""
+        now = time.time() if now is None else now
+        shards = list(shards)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for shard in shards:
+                pipe.zcount(self.keys.gateway_identify(shard), now - window_s, "+inf")
+                pipe.zcount(self.keys.gateway_resume(shard), now - window_s, "+inf")
+            counts = await pipe.execute()
+        return {shard: (counts[2 * i], counts[2 * i + 1]) for i, shard in enumerate(shards)}
 
     async def fleet_view(
         self, restart_window_s: float, now: float | None = None
@@ -278,9 +323,7 @@ class Store:
             pipe.hkeys(keys.active_alerts)
             latest_raw, beats, recent, overrides_raw, active = await pipe.execute()
         latest = {s.shard: s for s in self._parsed(latest_raw.values(), parse_sample, keys.latest)}
-        heartbeats = {int(m): float(score) for m, score in beats if str(m).isdigit()}
-        if len(heartbeats) < len(beats):
-            self._count_skipped(keys.heartbeats, len(beats) - len(heartbeats))
+        heartbeats = self._heartbeats(beats)
         restarts: Counter[int] = Counter()
         for event in self._parsed(recent, parse_event, keys.restarts):
             restarts.update(event.shards)
