@@ -75,6 +75,7 @@ class MonitorConfig:
     cpu_critical: float = 85
     restart_alert_threshold: int = 3
     restart_window_s: int = 3600
+    identify_alert_threshold: int = 25
     journal_path: Path = Path("logs/system_restarts.log")
     leader_eligible: bool = True
     leader_lease_s: float = 15
@@ -89,6 +90,7 @@ class MonitorConfig:
             restart_count=self.restart_alert_threshold,
             restart_window_s=self.restart_window_s,
             offline_after_s=3 * self.sample_interval_s,
+            identify_count=self.identify_alert_threshold,
         )
 
     def event(

@@ -20,6 +20,7 @@ __all__ = [
     "CpuRule",
     "Finding",
     "FleetView",
+    "IdentifyStormRule",
     "MemoryRule",
     "OfflineRule",
     "RestartStormRule",
@@ -39,6 +40,7 @@ class FleetView:
     latest: Mapping[int, Sample]
     heartbeats: Mapping[int, float]
     restarts_in_window: Mapping[int, int]
+    identifies_24h: Mapping[int, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,7 @@ class Thresholds:
     restart_count: int = 3
     restart_window_s: float = 3600
     offline_after_s: float = 180
+    identify_count: int = 25
     overrides: Mapping[str, float] = field(default_factory=dict)
 
     def value(self, rule: str, shard: int, default: float) -> float:
@@ -247,4 +250,46 @@ class OfflineRule:
         return AlertText(f"✅ Resolved: shard {shard} is back online", "Heartbeats resumed")
 
 
-DEFAULT_RULES: tuple[Rule, ...] = (MemoryRule(), CpuRule(), RestartStormRule(), OfflineRule())
+@dataclass(frozen=True, slots=True)
+class IdentifyStormRule:
+    """A shard that IDENTIFYs far more than it should (each burns one of Discord's daily
+    session starts): the sign of a reconnect loop that process restarts do not show."""
+
+    name: str = "identify_storm"
+
+    def _limit(self, limits: Thresholds, shard: int) -> float:
+        return limits.value(self.name, shard, limits.identify_count)
+
+    def judge(self, fleet: FleetView, limits: Thresholds) -> list[Finding]:
+        return [
+            Finding(self.name, shard, count, self._limit(limits, shard))
+            for shard, count in sorted(fleet.identifies_24h.items())
+            if count >= self._limit(limits, shard)
+        ]
+
+    def describe(self, findings: Sequence[Finding], fleet: FleetView) -> AlertText:
+        lines = [
+            f"Shard {f.shard}: {f.value:.0f} IDENTIFYs in 24 hours (threshold {f.threshold:g})"
+            for f in findings[:GROUP_NAMES_SHOWN]
+        ]
+        if len(findings) > GROUP_NAMES_SHOWN:
+            lines.append(f"… (+{len(findings) - GROUP_NAMES_SHOWN} more shards)")
+        lines.append("Each one uses a daily session start: look for a reconnect loop.")
+        return AlertText("🔁 Gateway Identify Storm", "\n".join(lines))
+
+    def resolution(self, shard: int, fleet: FleetView, limits: Thresholds) -> AlertText | None:
+        count = fleet.identifies_24h.get(shard, 0)
+        if count >= self._limit(limits, shard):
+            return None
+        return AlertText(
+            f"✅ Resolved: identify storm on shard {shard}", f"{count} IDENTIFYs in 24 hours now"
+        )
+
+
+DEFAULT_RULES: tuple[Rule, ...] = (
+    MemoryRule(),
+    CpuRule(),
+    RestartStormRule(),
+    OfflineRule(),
+    IdentifyStormRule(),
+)

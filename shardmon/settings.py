@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     warn_level: Percent = 70
     restart_alert_threshold: int = Field(default=3, ge=1, le=10_000)
     restart_window_s: int = Field(default=3600, ge=60, le=7 * 86400)
+    identify_alert_threshold: int = Field(default=25, ge=1, le=1000)
     alert_dedupe_s: int = Field(default=300, ge=1, le=86400)
     leader_lease_s: float = Field(default=15, ge=1, le=600)
     leader_eligible: bool = Field(default=True, description="False: this process never leads")
@@ -154,6 +155,7 @@ class Settings(BaseSettings):
             cpu_critical=self.cpu_critical,
             restart_alert_threshold=self.restart_alert_threshold,
             restart_window_s=self.restart_window_s,
+            identify_alert_threshold=self.identify_alert_threshold,
             journal_path=self.journal_path,
             leader_eligible=self.leader_eligible,
             leader_lease_s=self.leader_lease_s,

@@ -311,8 +311,9 @@ class Store:
     async def fleet_view(
         self, restart_window_s: float, now: float | None = None
     ) -> tuple[FleetView, dict[str, float], list[str]]:
-        """What the leader judges, in one round trip: the fleet, the runtime threshold
-        overrides, and the conditions announced and not yet resolved."""
+        """What the leader judges: the fleet, the runtime threshold overrides, and the
+        conditions announced and not yet resolved (one round trip, and one for the gateway
+        counts of the shards seen)."""
         now = time.time() if now is None else now
         keys = self.keys
         async with self.client.pipeline(transaction=False) as pipe:
@@ -333,8 +334,17 @@ class Store:
                 overrides[name] = float(value)
             except ValueError:
                 self._count_skipped(keys.thresholds, 1)
+        identifies = {
+            shard: counts[0]
+            for shard, counts in (await self.gateway_counts(heartbeats, now=now)).items()
+            if counts[0]
+        }
         fleet = FleetView(
-            now=now, latest=latest, heartbeats=heartbeats, restarts_in_window=dict(restarts)
+            now=now,
+            latest=latest,
+            heartbeats=heartbeats,
+            restarts_in_window=dict(restarts),
+            identifies_24h=identifies,
         )
         return fleet, overrides, list(active)
 

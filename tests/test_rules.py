@@ -7,6 +7,7 @@ from helpers import sample
 from shardmon.rules import (
     CpuRule,
     FleetView,
+    IdentifyStormRule,
     MemoryRule,
     OfflineRule,
     RestartStormRule,
@@ -110,3 +111,13 @@ def test_offline_after_three_intervals_without_heartbeat() -> None:
     assert "Shard 1: no heartbeat for 3m" in OfflineRule().describe(findings, view).body
     assert OfflineRule().resolution(0, view, Thresholds()) is not None
     assert OfflineRule().resolution(1, view, Thresholds()) is None
+
+
+def test_identify_storm() -> None:
+    view = fleet(identifies_24h={0: 3, 4: 40})
+    findings = IdentifyStormRule().judge(view, Thresholds(identify_count=25))
+    assert [(f.shard, f.value) for f in findings] == [(4, 40)]
+    text = IdentifyStormRule().describe(findings, view)
+    assert text.title == "🔁 Gateway Identify Storm"
+    assert "Shard 4: 40 IDENTIFYs in 24 hours (threshold 25)" in text.body
+    assert IdentifyStormRule().resolution(0, view, Thresholds()) is not None
