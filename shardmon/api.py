@@ -25,13 +25,20 @@ from shardmon.monitor import SystemMonitor
 from shardmon.settings import Settings, load_settings
 from shardmon.store import record_restart_sync
 
-__all__ = ["get_system_monitor", "log_bot_crash", "log_bot_restart", "log_deployment"]
+__all__ = [
+    "claim_process_startup",
+    "get_system_monitor",
+    "log_bot_crash",
+    "log_bot_restart",
+    "log_deployment",
+]
 
 log = logging.getLogger(__name__)
 
 _writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shardmon-restart-log")
 _monitor: SystemMonitor | None = None
 _monitor_lock = threading.Lock()
+_startup_claimed = False
 
 
 @cache
@@ -50,6 +57,15 @@ def get_system_monitor() -> SystemMonitor:
                 settings.monitor_config(), client, sinks=settings.alert_sinks()
             )
         return _monitor
+
+
+def claim_process_startup() -> bool:
+    """True the first time it is called in this process: a `startup` restart is logged once
+    per process, however often an extension is reloaded or the gateway reconnects."""
+    global _startup_claimed
+    with _monitor_lock:
+        first, _startup_claimed = not _startup_claimed, True
+        return first
 
 
 def log_bot_restart(

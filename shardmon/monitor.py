@@ -186,24 +186,29 @@ class SystemMonitor:
         self._last_seq = 0
         self._sync_lock = asyncio.Lock()
         self._last_refusal = ""
+        self._started = False
         self._task: asyncio.Task[None] | None = None
         self._leader_tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Register the shards, replay the journal and start the sampling loop.
+    async def start(self, *, sample: bool = True) -> None:
+        """Register the shards, replay the journal, start the sampling loop (unless `sample`
+        is False: the caller then calls `sample_once()`, as the cog's tasks loop does) and,
+        if eligible, join the leader election.
 
-        Never raises for a Redis outage: the loop retries until Redis is back.
+        Never raises for a Redis outage: the loops retry until Redis is back.
         """
-        if self._task is not None:
+        if self._started:
             return
+        self._started = True
         await self._sync_with_redis()
         if self.redis_available:
             await self._write_shard_info()
         self._stopping = asyncio.Event()  # one per run: ends every loop of this monitor
-        self._task = asyncio.create_task(self._run(), name="shardmon-sampling")
+        if sample:
+            self._task = asyncio.create_task(self._run(), name="shardmon-sampling")
         if self.config.leader_eligible:
             self._leader_tasks = [
                 asyncio.create_task(self.election.run(self._stopping), name="shardmon-election"),
@@ -221,6 +226,7 @@ class SystemMonitor:
         to write what is pending."""
         # The event ends the loops even if a library swallows a cancellation (seen with
         # redis-py on Python 3.11); a cancel then interrupts one waiting on Redis.
+        self._started = False
         self._stopping.set()
         leader_tasks, self._leader_tasks = self._leader_tasks, []
         if leader_tasks:

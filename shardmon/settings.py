@@ -58,6 +58,14 @@ class Settings(BaseSettings):
         default=None, description="Discord webhook that receives alerts; secret"
     )
     journal_path: Path = Path("logs/system_restarts.log")
+    alert_channel_id: int | None = Field(default=None, ge=1, description="channel for alerts")
+    alert_guild_ids: Annotated[list[int], NoDecode] = Field(
+        default_factory=list, description="guilds whose channels may receive alerts; [] = any"
+    )
+    bot_token: SecretStr | None = Field(default=None, description="the reference bot's token")
+    commands_require_manage_guild: bool = Field(
+        default=True, description="slash commands only for members with Manage Server"
+    )
     alert_channel_names: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["dev-logs", "admin-logs", "system-logs", "bot-logs"]
     )
@@ -100,6 +108,13 @@ class Settings(BaseSettings):
             else:
                 raise ValueError(f"{part!r} is not a shard id or a range like 0-3")
         return ids
+
+    @field_validator("alert_guild_ids", mode="before")
+    @classmethod
+    def _parse_guild_ids(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.strip("[]").split(",") if part.strip()]
+        return value
 
     @field_validator("alert_channel_names", mode="before")
     @classmethod

@@ -44,6 +44,9 @@ class Performance:
     cpu: Spread | None
     latency_ms: Spread | None
     skipped: int = 0
+    #: Oldest-first averages over time (a minute a point for the fleet), for sparklines.
+    memory_trend: tuple[float, ...] = ()
+    cpu_trend: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +70,7 @@ def _spread(values: Sequence[float]) -> Spread | None:
 
 
 def summarize_samples(samples: Sequence[ProcessMetrics], skipped: int = 0) -> Performance:
+    """Spreads of samples given newest first (as the lists hold them)."""
     latencies = [
         s.latency_ms for s in samples if isinstance(s, Sample) and s.latency_ms is not None
     ]
@@ -76,6 +80,8 @@ def summarize_samples(samples: Sequence[ProcessMetrics], skipped: int = 0) -> Pe
         cpu=_spread([s.cpu for s in samples]),
         latency_ms=_spread(latencies),
         skipped=skipped,
+        memory_trend=tuple(s.memory for s in reversed(samples)),
+        cpu_trend=tuple(s.cpu for s in reversed(samples)),
     )
 
 
@@ -92,7 +98,8 @@ def _rollup_spread(buckets: Sequence[Mapping[str, int]], name: str, count: str) 
 
 
 def summarize_rollups(raw_buckets: Iterable[Mapping[str, str]]) -> Performance:
-    """Fleet performance from rollup hashes; a bucket with a non-integer field is skipped."""
+    """Fleet performance from rollup hashes given oldest first; a bucket with a non-integer
+    field is skipped."""
     buckets: list[dict[str, int]] = []
     skipped = 0
     for raw in raw_buckets:
@@ -109,12 +116,15 @@ def summarize_rollups(raw_buckets: Iterable[Mapping[str, str]]) -> Performance:
             skipped += 1
             continue
         buckets.append(bucket)
+    filled = [b for b in buckets if b.get("n")]
     return Performance(
         samples=sum(b["n"] for b in buckets),
         memory=_rollup_spread(buckets, "mem", "n"),
         cpu=_rollup_spread(buckets, "cpu", "n"),
         latency_ms=_rollup_spread(buckets, "lat", "lat_n"),
         skipped=skipped,
+        memory_trend=tuple(b["mem_sum"] / b["n"] / ROLLUP_SCALE for b in filled),
+        cpu_trend=tuple(b["cpu_sum"] / b["n"] / ROLLUP_SCALE for b in filled),
     )
 
 

@@ -10,7 +10,7 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
@@ -307,6 +307,30 @@ class Store:
                 pipe.zcount(self.keys.gateway_resume(shard), now - window_s, "+inf")
             counts = await pipe.execute()
         return {shard: (counts[2 * i], counts[2 * i + 1]) for i, shard in enumerate(shards)}
+
+    async def record_alert_channels(self, channels: Mapping[int, int]) -> None:
+        """Guild id -> id of its alert channel (the first named dev-logs, admin-logs, ...)."""
+        if channels:
+            await self.client.hset(
+                self.keys.alert_channels, mapping={str(g): str(c) for g, c in channels.items()}
+            )
+
+    async def forget_alert_channel(self, guild_id: int) -> None:
+        await self.client.hdel(self.keys.alert_channels, str(guild_id))
+
+    async def alert_channel(self, guild_ids: Iterable[int] = ()) -> int | None:
+        """The channel alerts go to when none is configured: that of the lowest guild id
+        (among `guild_ids` when given), so every leader picks the same one."""
+        allowed = set(guild_ids)
+        raw = await self.client.hgetall(self.keys.alert_channels)
+        channels: dict[int, int] = {}
+        for guild, channel in raw.items():
+            if str(guild).isdigit() and str(channel).isdigit():
+                channels[int(guild)] = int(channel)
+            else:
+                self._count_skipped(self.keys.alert_channels, 1)
+        candidates = sorted(g for g in channels if not allowed or g in allowed)
+        return channels[candidates[0]] if candidates else None
 
     async def fleet_view(
         self, restart_window_s: float, now: float | None = None

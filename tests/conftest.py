@@ -8,6 +8,7 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import hypothesis  # noqa: F401 - imported before any test: see the note below
 import pytest
 import redis
 import redis.asyncio as aioredis
@@ -19,6 +20,11 @@ from redis_server import RedisServer
 from shardmon.connection import create_redis
 from shardmon.keys import Keys
 from shardmon.monitor import MonitorConfig
+
+# CPython 3.11.7 can leave its AST recursion counter off after discord.py evaluates command
+# annotations (fixed in 3.11.8); a module that pytest first rewrites after that fails with
+# "SystemError: AST constructor recursion depth mismatch". Hypothesis's plugin imports hypothesis
+# lazily at the end of the session, so it is imported here, at the start.
 
 _deployments = itertools.count()
 

@@ -1,0 +1,340 @@
+"""The shardmon cog: fleet-wide slash commands, the sampling loop, gateway counts, alert channels.
+
+It holds no Redis command: everything goes through the library's monitor and store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+
+import discord
+import redis
+import redis.asyncio as aioredis
+from discord import app_commands
+from discord.ext import commands, tasks
+
+from shardmon.api import claim_process_startup
+from shardmon.connection import REDIS_ERRORS, create_redis
+from shardmon.monitor import GatewayStats, SystemMonitor
+from shardmon.settings import Settings
+
+from ._channel_sink import ChannelSink
+from ._embeds import (
+    performance_embed,
+    restart_stats_embed,
+    restarts_embed,
+    shards_pages,
+    uptime_embed,
+)
+
+__all__ = ["ShardmonCog"]
+
+log = logging.getLogger(__name__)
+
+#: /restarts shows between 1 and 50 events.
+RESTARTS_MIN, RESTARTS_MAX = 1, 50
+
+
+class PagesView(discord.ui.View):
+    """◀ ▶ buttons over a list of embeds, for the member who asked."""
+
+    def __init__(self, pages: list[discord.Embed], owner_id: int) -> None:
+        super().__init__(timeout=180)
+        self.pages = pages
+        self.owner_id = owner_id
+        self.index = 0
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        return interaction.user.id == self.owner_id
+
+    async def _show(self, interaction: discord.Interaction, step: int) -> None:
+        self.index = (self.index + step) % len(self.pages)
+        await interaction.response.edit_message(embed=self.pages[self.index], view=self)
+
+    @discord.ui.button(label="◀", style=discord.ButtonStyle.secondary)
+    async def previous(
+        self, interaction: discord.Interaction, _: discord.ui.Button[PagesView]
+    ) -> None:
+        await self._show(interaction, -1)
+
+    @discord.ui.button(label="▶", style=discord.ButtonStyle.secondary)
+    async def next(self, interaction: discord.Interaction, _: discord.ui.Button[PagesView]) -> None:
+        await self._show(interaction, 1)
+
+
+class ShardmonCog(commands.Cog, name="Shardmon"):
+    """Monitors this process's shards and answers for the whole fleet.
+
+    Args:
+        bot: a `commands.Bot` or `commands.AutoShardedBot`.
+        settings: shardmon's settings (shard ids, Redis, thresholds, alert targets).
+        client: the Redis client to use; one is made from settings (and closed) if omitted.
+    """
+
+    def __init__(
+        self, bot: commands.Bot, settings: Settings, client: aioredis.Redis | None = None
+    ) -> None:
+        self.bot = bot
+        self.settings = settings
+        self._owns_client = client is None
+        self.client = client or create_redis(settings.redis_url_or_default())
+        self._gateway: dict[int, GatewayStats] = {}
+        config = settings.monitor_config()
+        self.monitor = SystemMonitor(
+            config, self.client, gateway=self._gateway_of, sinks=settings.alert_sinks()
+        )
+        self.store = self.monitor.store
+        if settings.alert_channel_id is not None or settings.alert_webhook_url is None:
+            self.monitor.alerter.sinks.append(
+                ChannelSink(bot, self.store, settings.alert_channel_id, settings.alert_guild_ids)
+            )
+        for command in self.walk_app_commands():
+            command.guild_only = True  # infrastructure is never shown in DMs
+            command.allowed_contexts = app_commands.AppCommandContext(guild=True)
+            if settings.commands_require_manage_guild:
+                command.default_permissions = discord.Permissions(manage_guild=True)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def cog_load(self) -> None:
+        await self.monitor.start(sample=False)
+        if claim_process_startup():
+            await self.monitor.log_restart("startup")
+        self.sample_loop.change_interval(seconds=self.settings.sample_interval_s)
+        self.sample_loop.start()
+
+    async def cog_unload(self) -> None:
+        self.sample_loop.cancel()
+        await self.monitor.stop()
+        if self._owns_client:
+            await self.client.aclose()
+
+    # -- sampling -------------------------------------------------------------------------
+
+    def _gateway_of(self, shard: int) -> GatewayStats:
+        return self._gateway.get(shard, GatewayStats())
+
+    def _latencies(self) -> dict[int, float]:
+        if isinstance(self.bot, commands.AutoShardedBot):
+            pairs = self.bot.latencies
+        else:
+            pairs = [(self.bot.shard_id or 0, self.bot.latency)]
+        return {shard: value for shard, value in pairs if math.isfinite(value)}
+
+    async def refresh_gateway(self) -> None:
+        """Latency, guilds and users of each local shard (the counting runs off the loop)."""
+        guilds = list(self.bot.guilds)  # a cheap copy on the loop; the counting is in a thread
+
+        def count() -> tuple[Counter[int], Counter[int]]:
+            per_shard, users = Counter[int](), Counter[int]()
+            for guild in guilds:
+                shard = guild.shard_id or 0
+                per_shard[shard] += 1
+                users[shard] += guild.member_count or 0
+            return per_shard, users
+
+        per_shard, users = await asyncio.to_thread(count)
+        latencies = self._latencies()
+        self._gateway.clear()
+        for shard in self.monitor.config.shard_ids:
+            latency = latencies.get(shard)
+            self._gateway[shard] = GatewayStats(
+                latency_ms=None if latency is None else round(latency * 1000, 1),
+                guilds=per_shard[shard],
+                users=users[shard],
+            )
+
+    @tasks.loop(seconds=60)
+    async def sample_loop(self) -> None:
+        try:
+            await self.refresh_gateway()
+            await self.monitor.sample_once()
+        except Exception:  # the loop must outlive any one bad tick; logged here
+            log.exception("shardmon sampling tick failed")
+
+    @sample_loop.before_loop
+    async def _before_sampling(self) -> None:
+        await self.bot.wait_until_ready()
+
+    @sample_loop.error
+    async def _sampling_failed(self, error: BaseException) -> None:
+        log.error("shardmon sampling loop stopped", exc_info=error)
+
+    # -- gateway and channels -------------------------------------------------------------
+
+    async def _gateway_event(self, shard: int | None, kind: str) -> None:
+        try:
+            await self.store.record_gateway_event(shard or 0, kind)
+        except (*REDIS_ERRORS, redis.RedisError) as exc:
+            log.warning("gateway %s of shard %s not counted (%s)", kind, shard, type(exc).__name__)
+
+    @commands.Cog.listener()
+    async def on_shard_ready(self, shard_id: int) -> None:
+        await self._gateway_event(shard_id, "identify")
+        await self._detect_alert_channels([g for g in self.bot.guilds if g.shard_id == shard_id])
+
+    @commands.Cog.listener()
+    async def on_shard_resumed(self, shard_id: int) -> None:
+        await self._gateway_event(shard_id, "resume")
+
+    @commands.Cog.listener()
+    async def on_ready(self) -> None:
+        if not isinstance(self.bot, commands.AutoShardedBot):  # sharded bots say on_shard_ready
+            await self._gateway_event(self.bot.shard_id, "identify")
+            await self._detect_alert_channels(list(self.bot.guilds))
+
+    @commands.Cog.listener()
+    async def on_resumed(self) -> None:
+        if not isinstance(self.bot, commands.AutoShardedBot):
+            await self._gateway_event(self.bot.shard_id, "resume")
+
+    @commands.Cog.listener()
+    async def on_guild_join(self, guild: discord.Guild) -> None:
+        await self._detect_alert_channels([guild])
+
+    def alert_channel_of(self, guild: discord.Guild) -> int | None:
+        """The first text channel of the guild named like an alert channel, by setting order."""
+        by_name = {channel.name: channel.id for channel in guild.text_channels}
+        return next(
+            (by_name[name] for name in self.settings.alert_channel_names if name in by_name), None
+        )
+
+    async def _detect_alert_channels(self, guilds: list[discord.Guild]) -> None:
+        allowed = set(self.settings.alert_guild_ids)
+        found = {
+            guild.id: channel
+            for guild in guilds
+            if (not allowed or guild.id in allowed)
+            and (channel := self.alert_channel_of(guild)) is not None
+        }
+        try:
+            await self.store.record_alert_channels(found)
+        except (*REDIS_ERRORS, redis.RedisError) as exc:
+            log.warning("alert channels not recorded (%s)", type(exc).__name__)
+
+    # -- commands -------------------------------------------------------------------------
+
+    async def _answer(
+        self,
+        interaction: discord.Interaction,
+        build: Callable[[], Awaitable[discord.Embed | list[discord.Embed]]],
+    ) -> None:
+        """Defer at once (Discord allows 3 s), then send what `build` made, or a polite error."""
+        await interaction.response.defer(thinking=True)
+        try:
+            built = await build()
+        except (*REDIS_ERRORS, redis.RedisError) as exc:
+            log.warning(
+                "/%s: Redis unavailable (%s)", interaction.command and interaction.command.name, exc
+            )
+            await interaction.followup.send(
+                "⚠️ The monitoring store (Redis) is not reachable right now; try again shortly.",
+                ephemeral=True,
+            )
+            return
+        if isinstance(built, list):
+            view = (
+                PagesView(built, interaction.user.id) if len(built) > 1 else discord.utils.MISSING
+            )
+            await interaction.followup.send(embed=built[0], view=view)
+        else:
+            await interaction.followup.send(embed=built)
+
+    @property
+    def _offline_after_s(self) -> float:
+        return self.monitor.config.thresholds.offline_after_s
+
+    @app_commands.command(
+        name="uptime", description="Uptime, resources and health of the whole fleet"
+    )
+    async def uptime(self, interaction: discord.Interaction) -> None:
+        async def build() -> discord.Embed:
+            summary = await self.store.fleet_summary(self._offline_after_s)
+            return uptime_embed(
+                summary,
+                now=time.time(),
+                warn=self.settings.warn_level,
+                critical=self.settings.memory_critical,
+                shard_count=self.settings.shard_count,
+            )
+
+        await self._answer(interaction, build)
+
+    @app_commands.command(name="restarts", description="The most recent restarts of the fleet")
+    @app_commands.describe(
+        limit=f"How many restarts to show ({RESTARTS_MIN}-{RESTARTS_MAX}, default 10)"
+    )
+    async def restarts(
+        self,
+        interaction: discord.Interaction,
+        limit: app_commands.Range[int, RESTARTS_MIN, RESTARTS_MAX] = 10,
+    ) -> None:
+        if not RESTARTS_MIN <= limit <= RESTARTS_MAX:
+            await interaction.response.send_message(
+                f"Please choose a limit from {RESTARTS_MIN} to {RESTARTS_MAX}.", ephemeral=True
+            )
+            return
+
+        async def build() -> discord.Embed:
+            return restarts_embed(await self.store.restart_history(limit), limit)
+
+        await self._answer(interaction, build)
+
+    @app_commands.command(
+        name="restart_stats", description="Restart totals, rates and storm status"
+    )
+    async def restart_stats(self, interaction: discord.Interaction) -> None:
+        async def build() -> discord.Embed:
+            stats = await self.store.restart_stats()
+            fleet, overrides, _ = await self.store.fleet_view(self.settings.restart_window_s)
+            threshold = self.settings.restart_alert_threshold
+            storms = {
+                shard: count
+                for shard, count in fleet.restarts_in_window.items()
+                if count
+                >= overrides.get(
+                    f"restart_storm:{shard}", overrides.get("restart_storm", threshold)
+                )
+            }
+            return restart_stats_embed(stats, storms, threshold)
+
+        await self._answer(interaction, build)
+
+    @app_commands.command(
+        name="performance", description="Memory, CPU and latency of the fleet or one shard"
+    )
+    @app_commands.describe(shard="A shard id; leave empty for the whole fleet")
+    async def performance(
+        self, interaction: discord.Interaction, shard: app_commands.Range[int, 0] | None = None
+    ) -> None:
+        count = self.settings.shard_count
+        if shard is not None and not 0 <= shard < count:
+            await interaction.response.send_message(
+                f"There is no shard {shard}: this bot has shards 0 to {count - 1}.", ephemeral=True
+            )
+            return
+
+        async def build() -> discord.Embed:
+            if shard is None:
+                performance = await self.store.fleet_performance(window_s=3600)
+                return performance_embed(performance, scope="whole fleet, last hour")
+            performance = await self.store.shard_performance(shard)
+            return performance_embed(
+                performance, scope=f"shard {shard}, last {performance.samples} samples"
+            )
+
+        await self._answer(interaction, build)
+
+    @app_commands.command(name="shards", description="Every shard: status, latency, guilds, uptime")
+    async def shards(self, interaction: discord.Interaction) -> None:
+        async def build() -> list[discord.Embed]:
+            summary = await self.store.fleet_summary(self._offline_after_s)
+            gateway = await self.store.gateway_counts(s.shard for s in summary.shards)
+            return shards_pages(summary, gateway)
+
+        await self._answer(interaction, build)

@@ -1,0 +1,205 @@
+"""Embeds of the slash commands: pure functions of the store's answers, within Discord's limits."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+
+import discord
+
+from shardmon.models import RestartEvent, Sample
+from shardmon.render import defuse_mentions, format_uptime, sparkline, status_emoji
+from shardmon.stats import FleetSummary, Performance, RestartStats, ShardStatus, Spread
+
+__all__ = [
+    "performance_embed",
+    "restart_stats_embed",
+    "restarts_embed",
+    "shards_pages",
+    "uptime_embed",
+]
+
+# Discord's embed limits.
+TITLE_LIMIT, DESCRIPTION_LIMIT, FIELD_VALUE_LIMIT, FIELDS_LIMIT, TOTAL_LIMIT = (
+    256,
+    4096,
+    1024,
+    25,
+    6000,
+)
+#: /shards lists this many shards a page (about 70 characters each: well inside 4096).
+SHARDS_PER_PAGE = 40
+
+GREEN, YELLOW, RED = discord.Colour.green(), discord.Colour.gold(), discord.Colour.red()
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _field(embed: discord.Embed, name: str, value: str, inline: bool = True) -> None:
+    if len(embed.fields) < FIELDS_LIMIT:
+        embed.add_field(
+            name=_clip(name, TITLE_LIMIT),
+            value=_clip(value or "-", FIELD_VALUE_LIMIT),
+            inline=inline,
+        )
+
+
+def _percent(spread: Spread | None, warn: float, critical: float) -> str:
+    if spread is None:
+        return "⚪ no data"
+    emoji = status_emoji(spread.average, warn, critical)
+    return f"{emoji} {spread.average:.1f}% avg · {spread.peak:.1f}% peak"
+
+
+def _health(summary: FleetSummary, critical: float) -> tuple[str, discord.Colour]:
+    peaks = [s.peak for s in (summary.memory, summary.cpu) if s is not None]
+    if summary.offline or any(p > critical for p in peaks):
+        return "🔴 Needs attention", RED
+    if not summary.online:
+        return "⚪ No shard reporting", RED
+    return "🟢 Healthy", GREEN
+
+
+def uptime_embed(
+    summary: FleetSummary, *, now: float, warn: float, critical: float, shard_count: int
+) -> discord.Embed:
+    health, colour = _health(summary, critical)
+    embed = discord.Embed(title="🤖 Fleet uptime and health", colour=colour)
+    if summary.oldest_start is not None and summary.newest_start is not None:
+        oldest, newest = now - summary.oldest_start, now - summary.newest_start
+        uptime = f"{format_uptime(oldest)} (newest shard {format_uptime(newest)})"
+    else:
+        uptime = "unknown"
+    _field(embed, "Uptime", uptime, inline=False)
+    _field(embed, "Memory", _percent(summary.memory, warn, critical))
+    _field(embed, "CPU", _percent(summary.cpu, warn, critical))
+    _field(embed, "Disk", _percent(summary.disk, warn, critical))
+    _field(embed, "Servers", f"{summary.guilds:,}")
+    _field(embed, "Users", f"{summary.users:,}")
+    latency = f"{summary.latency_ms.average:.0f} ms avg" if summary.latency_ms else "unknown"
+    _field(embed, "Gateway latency", latency)
+    _field(
+        embed,
+        "Shards",
+        f"🟢 {summary.online} online · 🔴 {summary.offline} offline · {shard_count} configured",
+    )
+    _field(embed, "Overall health", health)
+    return embed
+
+
+def _when(event: RestartEvent) -> str:
+    return f"<t:{int(event.ts)}:R>"
+
+
+_TYPE_EMOJI = {
+    "startup": "🚀",
+    "manual": "🔄",
+    "crash": "💥",
+    "deployment": "📦",
+    "scheduled": "⏰",
+}
+
+
+def restarts_embed(events: Sequence[RestartEvent], limit: int) -> discord.Embed:
+    embed = discord.Embed(title=f"🔄 Last {limit} restarts", colour=discord.Colour.blurple())
+    if not events:
+        embed.description = "No restart recorded yet."
+        return embed
+    lines = []
+    for event in events:
+        shards = ", ".join(str(s) for s in event.shards)
+        kind = event.type.value
+        emoji = _TYPE_EMOJI.get(kind, "•")
+        line = f"{emoji} **{kind}** · shard {shards} · v{event.version} · {_when(event)}"
+        error = event.metadata.get("error") if event.type.value == "crash" else None
+        if error:
+            line += f"\n  `{defuse_mentions(str(error))[:120]}`"
+        lines.append(line)
+    embed.description = _clip("\n".join(lines), DESCRIPTION_LIMIT)
+    return embed
+
+
+def restart_stats_embed(
+    stats: RestartStats, storms: dict[int, int], threshold: int
+) -> discord.Embed:
+    colour = RED if storms else GREEN
+    embed = discord.Embed(title="📊 Restart statistics", colour=colour)
+    _field(embed, "Total", str(stats.total))
+    _field(embed, "Last hour", str(stats.last_hour))
+    _field(embed, "Last 24 hours", str(stats.last_24h))
+    _field(embed, "Average per day", f"{stats.per_day:.1f}")
+    _field(embed, "Average per month", f"{stats.per_month:.1f}")
+    by_type = "\n".join(f"{_TYPE_EMOJI.get(t, '•')} {t}: {n}" for t, n in stats.by_type.items())
+    _field(embed, "By type", by_type or "none", inline=False)
+    if storms:
+        names = ", ".join(f"shard {s} ({n})" for s, n in sorted(storms.items()))
+        _field(
+            embed,
+            "Storm status",
+            f"🚨 {threshold}+ restarts in the last hour: {names}",
+            inline=False,
+        )
+    else:
+        _field(embed, "Storm status", "🟢 No restart storm", inline=False)
+    if stats.skipped:
+        embed.set_footer(text=f"{stats.skipped} malformed entries skipped")
+    return embed
+
+
+def _spread_text(spread: Spread | None, unit: str = "%") -> str:
+    if spread is None:
+        return "no data"
+    s = spread
+    return f"avg {s.average:.1f}{unit} · peak {s.peak:.1f}{unit} · low {s.low:.1f}{unit}"
+
+
+def performance_embed(performance: Performance, *, scope: str) -> discord.Embed:
+    embed = discord.Embed(title=f"📈 Performance: {scope}", colour=discord.Colour.blurple())
+    _field(embed, "Samples", f"{performance.samples:,}", inline=False)
+    _field(embed, "Memory", _spread_text(performance.memory), inline=False)
+    _field(embed, "CPU", _spread_text(performance.cpu), inline=False)
+    _field(embed, "Gateway latency", _spread_text(performance.latency_ms, " ms"), inline=False)
+    if performance.memory_trend:
+        _field(embed, "Memory trend", f"`{sparkline(performance.memory_trend)}`", inline=False)
+    if performance.cpu_trend:
+        _field(embed, "CPU trend", f"`{sparkline(performance.cpu_trend)}`", inline=False)
+    return embed
+
+
+def _shard_line(status: ShardStatus, now: float) -> str:
+    sample: Sample | None = status.sample
+    emoji = "🟢" if status.online else "🔴"
+    latency = "-"
+    if sample is not None and sample.latency_ms is not None and math.isfinite(sample.latency_ms):
+        latency = f"{sample.latency_ms:.0f} ms"
+    guilds = f"{sample.guilds:,} guilds" if sample else "- guilds"
+    uptime = format_uptime(now - sample.started_at) if sample and sample.started_at else "?"
+    seen = f"{format_uptime(now - status.last_seen)} ago" if status.last_seen else "never"
+    return f"{emoji} `{status.shard:>4}` {latency} · {guilds} · up {uptime} · seen {seen}"
+
+
+def shards_pages(
+    summary: FleetSummary, gateway: dict[int, tuple[int, int]], *, now: float | None = None
+) -> list[discord.Embed]:
+    """One embed a page of SHARDS_PER_PAGE shards, with IDENTIFY/RESUME counts of 24 h."""
+    now = time.time() if now is None else now
+    statuses = summary.shards
+    pages = max(1, math.ceil(len(statuses) / SHARDS_PER_PAGE))
+    embeds = []
+    for page in range(pages):
+        chunk = statuses[page * SHARDS_PER_PAGE : (page + 1) * SHARDS_PER_PAGE]
+        lines = []
+        for status in chunk:
+            identifies, resumes = gateway.get(status.shard, (0, 0))
+            lines.append(f"{_shard_line(status, now)} · {identifies} id / {resumes} res (24 h)")
+        embed = discord.Embed(
+            title=f"🧩 Shards: {summary.online} online, {summary.offline} offline",
+            description=_clip("\n".join(lines) or "No shard has reported yet.", DESCRIPTION_LIMIT),
+            colour=RED if summary.offline else GREEN,
+        )
+        embed.set_footer(text=f"Page {page + 1}/{pages}")
+        embeds.append(embed)
+    return embeds
