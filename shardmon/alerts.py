@@ -11,6 +11,7 @@ its outcome per sink; conditions that were announced are kept in `active_alerts`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -25,12 +26,19 @@ import redis.asyncio as aioredis
 from shardmon.connection import REDIS_ERRORS
 from shardmon.keys import ALERTS_CAP, Keys
 from shardmon.rules import AlertText, Finding, FleetView, Rule
-from shardmon.sinks import Alert, DeliveryPolicy, Sink, deliver
+from shardmon.sinks import Alert, DeliveryPolicy, LogSink, Sink, deliver
 from shardmon.store import lua
 
 __all__ = ["Alerter", "condition"]
 
 log = logging.getLogger(__name__)
+
+
+def _delivered(outcomes: dict[str, str]) -> bool:
+    """Whether anyone was told: the log counts only when it is the sole sink, or a failing
+    webhook would pass for a delivered alert and never be retried."""
+    remote = [outcome for name, outcome in outcomes.items() if name != LogSink.name]
+    return "ok" in (remote or list(outcomes.values()))
 
 
 def condition(rule: str, shard: int) -> str:
@@ -74,16 +82,20 @@ class Alerter:
         self, rule: Rule, findings: Sequence[Finding], fleet: FleetView, epoch: int
     ) -> Alert | None:
         """Claim each finding's condition and send one message for those claimed."""
+        claim = f"{epoch}:{uuid.uuid4().hex}"
         async with self.client.pipeline(transaction=False) as pipe:
             for finding in findings:
                 await self._claim_alert(
                     keys=[self.keys.leader, self.keys.alert(rule.name, finding.shard)],
-                    args=[self.node, self.dedupe_s, epoch],
+                    args=[self.node, self.dedupe_s, claim],
                     client=pipe,
                 )
             results = await pipe.execute()
         if -1 in results:
             log.warning("not the leader any more: %s alert not sent", rule.name)
+            won = [f for f, result in zip(findings, results, strict=True) if result == 1]
+            if won:  # leadership changed within the pipeline: free what was claimed
+                await self.client.delete(*(self.keys.alert(rule.name, f.shard) for f in won))
             return None
         claimed = [f for f, result in zip(findings, results, strict=True) if result == 1]
         if not claimed:
@@ -146,8 +158,16 @@ class Alerter:
             log.error("alert delivery failed", exc_info=task.exception())
 
     async def _deliver_alert(self, alert: Alert, claimed: Sequence[Finding]) -> None:
-        outcomes = await deliver(self.sinks, alert, self.policy)
-        delivered = "ok" in outcomes.values()
+        try:
+            outcomes = await deliver(self.sinks, alert, self.policy)
+        except asyncio.CancelledError:  # a stop cut the delivery short: let the next leader send
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1):
+                    await self.client.delete(
+                        *(self.keys.alert(alert.rule, f.shard) for f in claimed)
+                    )
+            raise
+        delivered = _delivered(outcomes)
         try:
             async with self.client.pipeline(transaction=False) as pipe:
                 for finding in claimed:
@@ -164,8 +184,14 @@ class Alerter:
             log.error("alert %s sent=%s but not recorded in Redis: %s", alert.id, delivered, exc)
 
     async def _deliver_resolution(self, alert: Alert, field: str) -> None:
-        outcomes = await deliver(self.sinks, alert, self.policy)
-        delivered = "ok" in outcomes.values()
+        try:
+            outcomes = await deliver(self.sinks, alert, self.policy)
+        except asyncio.CancelledError:  # still owed: put the condition back for the next leader
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1):
+                    await self.client.hsetnx(self.keys.active_alerts, field, json.dumps({}))
+            raise
+        delivered = _delivered(outcomes)
         try:
             async with self.client.pipeline(transaction=False) as pipe:
                 if not delivered:  # still owed: put the condition back for the next tick
