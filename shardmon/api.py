@@ -114,7 +114,7 @@ def _journal_then_redis(settings: Settings, event: RestartEvent) -> None:
     line = event.to_json()
     try:
         Journal(settings.journal_path).append(line)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         log.error("restart event %s not journaled (%s): %s", event.id, settings.journal_path, exc)
     client = create_sync_redis(settings.redis_url_or_default())
     try:

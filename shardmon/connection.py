@@ -6,6 +6,8 @@ a limit; a monitor must instead fail fast and let its own loops decide when to t
 
 from __future__ import annotations
 
+import re
+
 import redis
 import redis.asyncio as aioredis
 from redis.backoff import ExponentialBackoff
@@ -22,6 +24,7 @@ def create_redis(url: str, *, timeout_s: float = 5.0, retries: int = 1) -> aiore
     return aioredis.Redis.from_url(
         url,
         decode_responses=True,
+        encoding_errors="replace",  # bytes written by hand become garbage to skip, not a crash
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries),
@@ -34,6 +37,7 @@ def create_sync_redis(url: str, *, timeout_s: float = 1.0) -> redis.Redis:
     return redis.Redis.from_url(
         url,
         decode_responses=True,
+        encoding_errors="replace",
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
         retry=Retry(ExponentialBackoff(), 0),
@@ -41,7 +45,8 @@ def create_sync_redis(url: str, *, timeout_s: float = 1.0) -> redis.Redis:
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by `***`, fit for logs and error messages."""
+    """The URL with any password (in the userinfo or a `password=` query) shown as `***`."""
+    url = re.sub(r"([?&]password=)[^&]*", r"\1***", url)
     scheme, sep, rest = url.partition("://")
     if not sep or "@" not in rest:
         return url

@@ -6,6 +6,8 @@ Messages never ping: their text has every `@` defused and they are sent with
 
 from __future__ import annotations
 
+import logging
+
 import aiohttp
 import discord
 
@@ -26,6 +28,20 @@ def discord_text(alert: Alert) -> str:
     return text
 
 
+class _MaskToken(logging.Filter):
+    """Replaces a webhook token in log records with `***`."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__()
+        self.token = token
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if self.token and self.token in message:
+            record.msg, record.args = message.replace(self.token, "***"), ()
+        return True
+
+
 class WebhookError(RuntimeError):
     """A failed webhook post, its text free of the webhook's token."""
 
@@ -44,6 +60,8 @@ class WebhookSink:
         self._url = url
         self._session = session
         self._owns_session = session is None
+        # discord.py logs webhook requests, URL and token included, at DEBUG.
+        logging.getLogger("discord.webhook.async_").addFilter(_MaskToken(url.rsplit("/", 1)[-1]))
 
     def __repr__(self) -> str:
         return "WebhookSink(url=***)"

@@ -30,7 +30,8 @@ class FleetJudge:
         alerter: claims and sends alerts.
         thresholds: the settings' thresholds (runtime overrides are read each tick).
         interval_s: seconds between ticks (the sample interval).
-        rules: what to judge (`DEFAULT_RULES`: memory, CPU, restart storm, offline).
+        rules: what to judge (`DEFAULT_RULES`: memory, CPU, restart storm, offline, identify).
+        shard_count: the fleet's size; heartbeats of shard ids beyond it are ignored.
     """
 
     def __init__(
@@ -41,6 +42,7 @@ class FleetJudge:
         thresholds: Thresholds,
         interval_s: float,
         rules: Sequence[Rule] = DEFAULT_RULES,
+        shard_count: int | None = None,
     ) -> None:
         self.store = store
         self.election = election
@@ -48,6 +50,7 @@ class FleetJudge:
         self.thresholds = thresholds
         self.interval_s = interval_s
         self.rules = list(rules)
+        self.shard_count = shard_count
         self.ticks = 0
         self._judged_epoch: int | None = None
 
@@ -57,6 +60,11 @@ class FleetJudge:
         if epoch is None or not self.election.is_leader:
             return False
         fleet, overrides, active = await self.store.fleet_view(self.thresholds.restart_window_s)
+        if self.shard_count is not None:  # shards of a smaller, resharded fleet are not offline
+            count = self.shard_count
+            fleet = replace(
+                fleet, heartbeats={s: t for s, t in fleet.heartbeats.items() if s < count}
+            )
         limits = replace(self.thresholds, overrides=overrides)
         active_by_rule: dict[str, list[int]] = {}
         for field in active:

@@ -119,9 +119,8 @@ class LeaderElection:
                 await asyncio.wait_for(stopping.wait(), delay)
 
     async def release(self) -> None:
-        """Hand the lease back (compare-and-delete) so another node leads at once."""
-        if self.epoch is None:
-            return
+        """Hand the lease back (compare-and-delete) so another node leads at once; also after
+        standing down, since the key may still name this node."""
         self.epoch = None
         try:
             async with asyncio.timeout(self.timing.call_timeout_s):

@@ -150,8 +150,12 @@ def new_event(
     except ValueError:
         allowed = ", ".join(t.value for t in RestartType)
         raise ValueError(f"restart type {type!r} is not one of {allowed}") from None
-    metadata = dict(metadata or {})
-    json.dumps(metadata)  # fail here, not in the journal, on what JSON cannot hold
+    text = json.dumps(
+        dict(metadata or {}), ensure_ascii=False
+    )  # fails here on what JSON can't hold
+    # Lone surrogates (from bytes decoded with surrogateescape) cannot be written as UTF-8, to
+    # the journal or to Redis: they become "?".
+    metadata = json.loads(text.encode("utf-8", "replace").decode("utf-8", "replace"))
     return RestartEvent(
         id=uuid.uuid4().hex,
         timestamp=(now or datetime.now(UTC)).isoformat(),

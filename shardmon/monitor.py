@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import socket
 import time
@@ -50,6 +51,8 @@ log = logging.getLogger(__name__)
 
 #: Samples written per pipeline when a buffer is flushed after an outage.
 FLUSH_BATCH = 200
+#: The journal is replayed this often even when no failure was seen (ZADD NX: idempotent).
+JOURNAL_REPLAY_EVERY_S = 600
 
 
 def default_node() -> str:
@@ -124,6 +127,12 @@ class GatewayStats:
 GatewayProvider = Callable[[int], GatewayStats]
 
 
+def _report_end(task: asyncio.Task[None]) -> None:
+    """A background loop ended by an error would otherwise vanish without a word."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s stopped", task.get_name(), exc_info=task.exception())
+
+
 class SystemMonitor:
     """Samples this process's shards every `sample_interval_s` and records its restarts.
 
@@ -173,6 +182,7 @@ class SystemMonitor:
             config.thresholds,
             config.sample_interval_s,
             rules,
+            shard_count=config.shard_count,
         )
         self.started_at = time.time()
         #: The last `history_size` readings of this process, oldest first.
@@ -183,6 +193,7 @@ class SystemMonitor:
         self.dropped_samples = 0
         self.redis_available = True
         self._needs_replay = True
+        self._next_replay = 0.0
         self._last_seq = 0
         self._sync_lock = asyncio.Lock()
         self._last_refusal = ""
@@ -203,6 +214,12 @@ class SystemMonitor:
         if self._started:
             return
         self._started = True
+        try:  # sequence numbers go on from the last applied, whatever this host's clock says
+            self._last_seq = max(
+                self._last_seq, await self.store.applied_seq(self.config.shard_ids)
+            )
+        except (*REDIS_ERRORS, redis.RedisError) as exc:
+            log.warning("could not read applied sequence numbers (%s)", type(exc).__name__)
         await self._sync_with_redis()
         if self.redis_available:
             await self._write_shard_info()
@@ -214,6 +231,8 @@ class SystemMonitor:
                 asyncio.create_task(self.election.run(self._stopping), name="shardmon-election"),
                 asyncio.create_task(self.judge.run(self._stopping), name="shardmon-judge"),
             ]
+            for task in self._leader_tasks:
+                task.add_done_callback(_report_end)
         log.info(
             "monitoring shards %s of %s every %ss",
             list(self.config.shard_ids),
@@ -271,11 +290,14 @@ class SystemMonitor:
         samples = []
         for shard in self.config.shard_ids:
             stats = self.gateway(shard)
+            latency = stats.latency_ms
+            if latency is not None and not math.isfinite(latency):
+                latency = None  # discord.py says inf before the first heartbeat is acknowledged
             samples.append(
                 Sample(
                     **metrics.model_dump(),
                     shard=shard,
-                    latency_ms=stats.latency_ms,
+                    latency_ms=latency,
                     guilds=stats.guilds,
                     users=stats.users,
                     node=self.config.node,
@@ -309,12 +331,8 @@ class SystemMonitor:
 
     async def _sync_locked(self) -> None:
         try:
-            if self._needs_replay:
-                lines = await asyncio.to_thread(self.journal.lines)
-                added = await self.store.replay_restarts(lines)
-                self._needs_replay = False
-                if added:
-                    log.info("replayed %d restart event(s) from %s", added, self.journal.path)
+            if self._needs_replay or time.monotonic() >= self._next_replay:
+                await self._replay_journal()
             while self.pending:
                 batch = list(self.pending)[:FLUSH_BATCH]
                 await self.store.push_samples(batch)
@@ -323,10 +341,7 @@ class SystemMonitor:
         except redis.ResponseError as exc:
             # Redis answered but refused: a key of the wrong type (written by hand), a read-only
             # replica, or no memory left. Keep the samples (bounded) and say what Redis said.
-            refusal = str(exc).split("caused error: ", 1)[-1]  # a pipeline prefixes its command
-            if refusal != self._last_refusal:
-                log.error("Redis refused a write, samples kept meanwhile: %s", refusal)
-            self._last_refusal = refusal
+            self._refused("a write, samples kept meanwhile", exc)
             return
         except (*REDIS_ERRORS, redis.RedisError) as exc:
             if self.redis_available:
@@ -341,6 +356,28 @@ class SystemMonitor:
         if self._last_refusal:
             log.info("Redis accepts writes again")
             self._last_refusal = ""
+
+    async def _replay_journal(self) -> None:
+        """Put back the events the journal has and Redis lacks: on start, after an outage, and
+        every JOURNAL_REPLAY_EVERY_S (a helper in another process may have failed to write, or
+        Redis may have restarted empty without this process noticing). A refusal is reported
+        and retried next tick without holding up the samples."""
+        lines = await asyncio.to_thread(self.journal.lines)
+        try:
+            added = await self.store.replay_restarts(lines)
+        except redis.ResponseError as exc:
+            self._refused("the journal replay, retried next tick", exc)
+            return
+        self._needs_replay = False
+        self._next_replay = time.monotonic() + JOURNAL_REPLAY_EVERY_S
+        if added:
+            log.info("replayed %d restart event(s) from %s", added, self.journal.path)
+
+    def _refused(self, what: str, exc: redis.ResponseError) -> None:
+        refusal = str(exc).split("caused error: ", 1)[-1]  # a pipeline prefixes its command
+        if refusal != self._last_refusal:
+            log.error("Redis refused %s: %s", what, refusal)
+        self._last_refusal = refusal
 
     async def _write_shard_info(self) -> None:
         host, _, pid = self.config.node.rpartition(":")
@@ -370,7 +407,10 @@ class SystemMonitor:
     ) -> RestartEvent:
         """Journal the event, then write it to Redis; an outage leaves it for the replay."""
         event = self.config.event(restart_type, metadata, version=version)
-        await asyncio.to_thread(self.journal.append, event.to_json())
+        try:
+            await asyncio.to_thread(self.journal.append, event.to_json())
+        except OSError as exc:  # a full disk or unwritable folder: Redis is the only copy now
+            log.error("restart event %s not journaled (%s): %s", event.id, self.journal.path, exc)
         try:
             await self.store.record_restart(event)
         except (*REDIS_ERRORS, redis.RedisError) as exc:

@@ -6,7 +6,10 @@ not parse (someone wrote to a key by hand) are skipped, counted in the result an
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import math
 import time
 import uuid
 from collections import Counter
@@ -55,6 +58,15 @@ def _scaled(value: float | None) -> int | str:
 
 def _minute(ts: float) -> int:
     return int(ts // 60 * 60)
+
+
+def _parse_journal(lines: Sequence[str]) -> tuple[list[tuple[RestartEvent, str]], int]:
+    """(event, its line kept byte for byte) for each line that parses, and how many did not."""
+    events = []
+    for line in lines:
+        with contextlib.suppress(MalformedData):
+            events.append((parse_event(line), line))
+    return events, len(lines) - len(events)
 
 
 def record_restart_sync(client: redis.Redis, keys: Keys, event: RestartEvent) -> bool:
@@ -135,6 +147,11 @@ class Store:
             _scaled(sample.latency_ms),
         ]
 
+    async def applied_seq(self, shards: Sequence[int]) -> int:
+        """The highest sequence number applied for these shards (0 if none)."""
+        values = await self.client.hmget(self.keys.seq, [str(s) for s in shards])
+        return max((int(v) for v in values if v is not None and str(v).isdigit()), default=0)
+
     async def record_restart(self, event: RestartEvent) -> bool:
         """ZADD NX the event into `restarts` and its shards' sets; False if already there."""
         member = event.to_json()
@@ -144,13 +161,10 @@ class Store:
     async def replay_restarts(self, lines: Sequence[str]) -> int:
         """Record journal lines (each an event JSON, kept byte for byte); returns how many
         were new to Redis. Lines that do not parse are logged and left out."""
-        events = []
-        for line in lines:
-            try:
-                events.append((parse_event(line), line))
-            except MalformedData as exc:
-                log.warning("journal line skipped: %s", exc)
-                self.skipped["journal"] += 1
+        events, bad = await asyncio.to_thread(_parse_journal, lines)
+        if bad:
+            log.warning("%d journal line(s) skipped: not restart events", bad)
+            self.skipped["journal"] += bad
         if not events:
             return 0
         async with self.client.pipeline(transaction=False) as pipe:
@@ -355,8 +369,12 @@ class Store:
         overrides: dict[str, float] = {}
         for name, value in overrides_raw.items():
             try:
-                overrides[name] = float(value)
+                number = float(value)
             except ValueError:
+                number = math.nan
+            if math.isfinite(number) and number >= 0:
+                overrides[name] = number
+            else:  # "nan" would switch a rule off without a word, a negative fire for all
                 self._count_skipped(keys.thresholds, 1)
         identifies = {
             shard: counts[0]

@@ -5,6 +5,16 @@
 --       cpu, memory, latency in hundredths (latency '' when unknown)
 -- Atomic so that a write redis-py retries after a timeout (same seq) is ignored as a whole, and a
 -- reader never sees a sample in the list that the rollup lacks. Cost is independent of fleet size.
+-- A key of the wrong type (written by hand) fails the whole write before anything changes,
+-- so the sample stays pending in the monitor instead of half-applied.
+local expected = {'list', 'hash', 'hash', 'zset', 'hash'}
+for i = 1, 5 do
+  local found = redis.call('TYPE', KEYS[i])['ok']
+  if found ~= 'none' and found ~= expected[i] then
+    return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' is a ' .. found .. ', not a ' .. expected[i])
+  end
+end
+
 local shard = ARGV[1]
 local seq = tonumber(ARGV[2])
 local last = tonumber(redis.call('HGET', KEYS[2], shard))

@@ -1,0 +1,113 @@
+"""What the review found: bad keys, bad bytes, bad clocks and bad disks lose nothing."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+from helpers import sample
+
+from shardmon.connection import redact_url
+from shardmon.keys import Keys
+from shardmon.monitor import GatewayStats, MonitorConfig, SystemMonitor
+from shardmon.store import Store
+
+
+async def test_a_wrong_type_key_fails_the_whole_sample_write_and_keeps_the_sample(
+    config: MonitorConfig, client: aioredis.Redis, keys: Keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    await client.set(keys.samples(1), "written by hand")
+    monitor = SystemMonitor(config, client)
+    with caplog.at_level(logging.ERROR):
+        await monitor.sample_once()
+    assert f"WRONGTYPE {keys.samples(1)} is a string, not a list" in caplog.text
+    # Shard 1's write failed whole: nothing of it half-written. Both samples stay pending;
+    # shard 0's was applied, and its sequence number makes the retry a no-op.
+    assert await client.hget(keys.seq, "1") is None and await client.hget(keys.latest, "1") is None
+    assert [s.shard for s, _ in monitor.pending] == [0, 1]
+    await client.delete(keys.samples(1))
+    await monitor.sample_once()
+    assert not monitor.pending
+    assert await client.llen(keys.samples(0)) == 2 and await client.llen(keys.samples(1)) == 2
+
+
+async def test_a_refused_journal_replay_does_not_hold_up_the_samples(
+    config: MonitorConfig, client: aioredis.Redis, keys: Keys
+) -> None:
+    await client.set(keys.shard_restarts(1), "written by hand")
+    monitor = SystemMonitor(config, client)
+    event = await monitor.log_restart("crash")  # refused: kept in the journal
+    await monitor.sample_once()
+    assert not monitor.pending and await client.llen(keys.samples(0)) == 1
+    await client.delete(keys.shard_restarts(1))
+    await monitor.sample_once()
+    assert await client.zrange(keys.shard_restarts(1), 0, -1) == [event.to_json()]
+
+
+async def test_bytes_that_are_not_utf8_are_skipped(
+    redis_url: str, client: aioredis.Redis, keys: Keys
+) -> None:
+    store = Store(client, keys)
+    await store.push_samples([(sample(0), 1)])
+    with redis.Redis.from_url(redis_url) as raw:
+        raw.hset(keys.latest, "7", b"\xff\xfe\x00garbage")
+        raw.zadd(keys.restarts, {b"\xff\xfe": time.time()})
+    assert set(await store.latest_samples()) == {0}
+    fleet, _, _ = await store.fleet_view(3600)
+    assert set(fleet.latest) == {0}
+    assert (await store.restart_stats()).skipped == 1
+
+
+async def test_an_unwritable_journal_still_leaves_the_event_in_redis(
+    config: MonitorConfig, client: aioredis.Redis, keys: Keys, tmp_path: Path
+) -> None:
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    monitor = SystemMonitor(
+        dataclasses.replace(config, journal_path=tmp_path / "blocker" / "j.log"), client
+    )
+    event = await monitor.log_restart("crash", {"error": "disk \udcff full"})  # a lone surrogate
+    assert event.metadata == {"error": "disk ? full"}
+    assert await client.zrange(keys.restarts, 0, -1) == [event.to_json()]
+
+
+async def test_an_infinite_gateway_latency_is_recorded_as_unknown(
+    config: MonitorConfig, client: aioredis.Redis
+) -> None:
+    monitor = SystemMonitor(config, client, gateway=lambda shard: GatewayStats(float("inf"), 5, 9))
+    samples = await monitor.sample_once()
+    assert [s.latency_ms for s in samples] == [None, None] and samples[0].guilds == 5
+
+
+async def test_sequence_numbers_go_on_from_redis_whatever_the_clock(
+    config: MonitorConfig, client: aioredis.Redis, keys: Keys
+) -> None:
+    future = (int(time.time()) + 86400) * 1_000_000  # a previous host's clock ran a day ahead
+    await client.hset(keys.seq, mapping={"0": future, "1": future})
+    monitor = SystemMonitor(dataclasses.replace(config, leader_eligible=False), client)
+    await monitor.start(sample=False)
+    await monitor.sample_once()
+    await monitor.stop()
+    assert await client.llen(keys.samples(0)) == 1
+    assert int(await client.hget(keys.seq, "0")) > future
+
+
+async def test_threshold_overrides_that_are_not_finite_or_negative_are_skipped(
+    client: aioredis.Redis, keys: Keys
+) -> None:
+    await client.hset(keys.thresholds, mapping={"memory": "nan", "cpu": "-5", "offline": "inf",
+                                                "memory:3": "90"})  # fmt: skip
+    store = Store(client, keys)
+    _, overrides, _ = await store.fleet_view(3600)
+    assert overrides == {"memory:3": 90.0} and store.skipped[keys.thresholds] == 3
+
+
+def test_redact_url_hides_every_password() -> None:
+    assert redact_url("redis://:hunter2@host:6379/0") == "redis://:***@host:6379/0"
+    assert redact_url("rediss://bot:hunter2@host/0") == "rediss://bot:***@host/0"
+    assert redact_url("redis://host/0?password=hunter2&db=1") == "redis://host/0?password=***&db=1"
+    assert redact_url("redis://host:6379/0") == "redis://host:6379/0"
