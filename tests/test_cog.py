@@ -20,6 +20,7 @@ from discord_standins import LocalDiscord, RecordedInteraction, self_signed
 
 from cogs.shardmon import ShardmonCog
 from cogs.shardmon._channel_sink import ChannelSink
+from shardmon import api
 from shardmon.connection import create_redis
 from shardmon.keys import Keys
 from shardmon.monitor import GatewayStats, SystemMonitor
@@ -74,8 +75,9 @@ async def _fleet(settings: Settings, client: aioredis.Redis, tmp_path: Path) -> 
 
 
 async def test_extension_loads_into_an_autosharded_bot_beside_valid_commands(
-    settings: Settings, client: aioredis.Redis
+    settings: Settings, client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(api, "_startup_claimed", False)  # as in a fresh process
     bot = _bot()
     await bot.load_extension("cogs.shardmon")
     try:
@@ -97,9 +99,11 @@ async def test_extension_loads_into_an_autosharded_bot_beside_valid_commands(
         shard = tree.get_command("performance").to_dict(tree)["options"][0]  # type: ignore[union-attr]
         assert shard["name"] == "shard" and shard["min_value"] == 0 and shard["required"] is False
         cog = bot.get_cog("Shardmon")
-        assert isinstance(cog, ShardmonCog) and cog.sample_loop.is_running()
+        assert type(cog).__name__ == "ShardmonCog"
+        assert cog.sample_loop.is_running()  # type: ignore[union-attr]
         # One startup per process: the extension logged it on load.
-        assert [e.type.value for e in await cog.store.restart_history(5)] == ["startup"]
+        history = await cog.store.restart_history(5)  # type: ignore[union-attr]
+        assert [e.type.value for e in history] == ["startup"]
     finally:
         await bot.unload_extension("cogs.shardmon")
     assert tree.get_commands() == []
@@ -309,3 +313,27 @@ def test_loads_beside_a_host_bots_own_cogs_package(tmp_path: Path, host_package:
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "['Music', 'Shardmon']" in done.stdout and "'uptime'" in done.stdout
+
+
+def test_reference_bot_without_a_token_exits_with_a_clear_message(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHARDMON_")}
+    done = subprocess.run([sys.executable, "-m", "shardmon.bot"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 2
+    assert "SHARDMON_BOT_TOKEN is not set" in done.stderr and "Traceback" not in done.stderr
+
+
+async def test_reference_bot_runs_this_process_shards_with_the_extension(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shardmon.bot import build_bot
+
+    monkeypatch.setenv("SHARDMON_BOT_TOKEN", "secret-token-value")
+    bot = await build_bot(load_settings())
+    try:
+        assert bot.shard_ids == [0, 1] and bot.shard_count == 4
+        # load_extension imports the module anew after an unload: compare by name
+        assert type(bot.get_cog("Shardmon")).__name__ == "ShardmonCog"
+        assert "secret-token-value" not in repr(load_settings())
+    finally:
+        await bot.unload_extension("cogs.shardmon")
