@@ -176,19 +176,42 @@ class CpuRule(_ResourceRule):
     attribute: str = "cpu"
 
 
-@dataclass(frozen=True, slots=True)
-class RestartStormRule:
-    name: str = "restart_storm"
+class _CountRule:
+    """A rule on a per-shard count, which fires at or above its threshold."""
+
+    __slots__ = ()
+    name: str
+
+    def _counts(self, fleet: FleetView) -> Mapping[int, int]:
+        raise NotImplementedError
+
+    def _default(self, limits: Thresholds) -> float:
+        raise NotImplementedError
 
     def _limit(self, limits: Thresholds, shard: int) -> float:
-        return limits.value(self.name, shard, limits.restart_count)
+        return limits.value(self.name, shard, self._default(limits))
 
     def judge(self, fleet: FleetView, limits: Thresholds) -> list[Finding]:
         return [
             Finding(self.name, shard, count, self._limit(limits, shard))
-            for shard, count in sorted(fleet.restarts_in_window.items())
+            for shard, count in sorted(self._counts(fleet).items())
             if count >= self._limit(limits, shard)
         ]
+
+    def _count_if_clear(self, shard: int, fleet: FleetView, limits: Thresholds) -> int | None:
+        count = self._counts(fleet).get(shard, 0)
+        return None if count >= self._limit(limits, shard) else count
+
+
+@dataclass(frozen=True, slots=True)
+class RestartStormRule(_CountRule):
+    name: str = "restart_storm"
+
+    def _counts(self, fleet: FleetView) -> Mapping[int, int]:
+        return fleet.restarts_in_window
+
+    def _default(self, limits: Thresholds) -> float:
+        return limits.restart_count
 
     def describe(self, findings: Sequence[Finding], fleet: FleetView) -> AlertText:
         title = "🚨 Restart Storm Detected"
@@ -211,8 +234,8 @@ class RestartStormRule:
         return AlertText(title, "\n".join(lines))
 
     def resolution(self, shard: int, fleet: FleetView, limits: Thresholds) -> AlertText | None:
-        count = fleet.restarts_in_window.get(shard, 0)
-        if count >= self._limit(limits, shard):
+        count = self._count_if_clear(shard, fleet, limits)
+        if count is None:
             return None
         return AlertText(
             f"✅ Resolved: restart storm on shard {shard}",
@@ -251,21 +274,17 @@ class OfflineRule:
 
 
 @dataclass(frozen=True, slots=True)
-class IdentifyStormRule:
+class IdentifyStormRule(_CountRule):
     """A shard that IDENTIFYs far more than it should (each burns one of Discord's daily
     session starts): the sign of a reconnect loop that process restarts do not show."""
 
     name: str = "identify_storm"
 
-    def _limit(self, limits: Thresholds, shard: int) -> float:
-        return limits.value(self.name, shard, limits.identify_count)
+    def _counts(self, fleet: FleetView) -> Mapping[int, int]:
+        return fleet.identifies_24h
 
-    def judge(self, fleet: FleetView, limits: Thresholds) -> list[Finding]:
-        return [
-            Finding(self.name, shard, count, self._limit(limits, shard))
-            for shard, count in sorted(fleet.identifies_24h.items())
-            if count >= self._limit(limits, shard)
-        ]
+    def _default(self, limits: Thresholds) -> float:
+        return limits.identify_count
 
     def describe(self, findings: Sequence[Finding], fleet: FleetView) -> AlertText:
         lines = [
@@ -278,8 +297,8 @@ class IdentifyStormRule:
         return AlertText("🔁 Gateway Identify Storm", "\n".join(lines))
 
     def resolution(self, shard: int, fleet: FleetView, limits: Thresholds) -> AlertText | None:
-        count = fleet.identifies_24h.get(shard, 0)
-        if count >= self._limit(limits, shard):
+        count = self._count_if_clear(shard, fleet, limits)
+        if count is None:
             return None
         return AlertText(
             f"✅ Resolved: identify storm on shard {shard}", f"{count} IDENTIFYs in 24 hours now"
