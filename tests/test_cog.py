@@ -4,6 +4,7 @@ command tree, real Embeds; fleet data written to a real Redis by real monitors."
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import subprocess
@@ -337,3 +338,25 @@ async def test_reference_bot_runs_this_process_shards_with_the_extension(
         assert "secret-token-value" not in repr(load_settings())
     finally:
         await bot.unload_extension("cogs.shardmon")
+
+
+def test_an_error_that_ends_the_bot_is_logged_as_a_crash(redis_url: str, tmp_path: Path) -> None:
+    script = (
+        "import asyncio, discord\n"
+        "from discord.ext import commands\n"
+        "bot = commands.AutoShardedBot(command_prefix='!', intents=discord.Intents.default())\n"
+        "async def main():\n"
+        "    await bot.load_extension('cogs.shardmon')\n"
+        "    raise RuntimeError('the gateway loop died @everyone')\n"
+        "asyncio.run(main())\n"
+    )
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("SHARDMON_")},
+           "SHARDMON_REDIS_URL": redis_url, "SHARDMON_DEPLOYMENT": "crashing"}  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 1 and "RuntimeError: the gateway loop died" in done.stderr
+    import redis as sync_redis
+
+    with sync_redis.Redis.from_url(redis_url, decode_responses=True) as client:
+        types = [json.loads(m)["type"] for m in client.zrange(Keys("crashing").restarts, 0, -1)]
+    assert sorted(types) == ["crash", "startup"]

@@ -8,9 +8,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import sys
 import time
+import traceback
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from types import TracebackType
 
 import discord
 import redis
@@ -18,7 +21,7 @@ import redis.asyncio as aioredis
 from discord import app_commands
 from discord.ext import commands, tasks
 
-from shardmon.api import claim_process_startup
+from shardmon.api import claim_process_startup, log_bot_crash
 from shardmon.connection import REDIS_ERRORS, create_redis
 from shardmon.monitor import GatewayStats, SystemMonitor
 from shardmon.settings import Settings
@@ -84,6 +87,7 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
         self._owns_client = client is None
         self.client = client or create_redis(settings.redis_url_or_default())
         self._gateway: dict[int, GatewayStats] = {}
+        self._previous_excepthook = sys.excepthook
         config = settings.monitor_config()
         self.monitor = SystemMonitor(
             config, self.client, gateway=self._gateway_of, sinks=settings.alert_sinks()
@@ -105,14 +109,28 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
         await self.monitor.start(sample=False)
         if claim_process_startup():
             await self.monitor.log_restart("startup")
+        self._previous_excepthook = sys.excepthook
+        sys.excepthook = self.log_crash_then_raise
         self.sample_loop.change_interval(seconds=self.settings.sample_interval_s)
         self.sample_loop.start()
 
     async def cog_unload(self) -> None:
+        if sys.excepthook == self.log_crash_then_raise:
+            sys.excepthook = self._previous_excepthook
         self.sample_loop.cancel()
         await self.monitor.stop()
         if self._owns_client:
             await self.client.aclose()
+
+    def log_crash_then_raise(
+        self, kind: type[BaseException], error: BaseException, trace: TracebackType | None
+    ) -> None:
+        """`sys.excepthook` while loaded: an error that ends the process (`bot.run()` raising)
+        is logged as a crash, then reported as Python would."""
+        if not issubclass(kind, KeyboardInterrupt | SystemExit):
+            text = "".join(traceback.format_exception(kind, error, trace))
+            log_bot_crash(f"{kind.__name__}: {error}", text)
+        self._previous_excepthook(kind, error, trace)
 
     # -- sampling -------------------------------------------------------------------------
 
