@@ -31,6 +31,7 @@ __all__ = [
     "log_bot_crash",
     "log_bot_restart",
     "log_deployment",
+    "persist_restart",
 ]
 
 log = logging.getLogger(__name__)
@@ -102,23 +103,33 @@ def _log(
     return event
 
 
-def _persist(settings: Settings, event: RestartEvent) -> None:
+def persist_restart(event: RestartEvent, settings: Settings | None = None) -> tuple[bool, bool]:
+    """Journal the event, then write it to Redis, now: (journaled, in Redis). For deploy
+    scripts that want to say what happened (`shardmon log-restart`)."""
+    return _persist(settings or _settings(), event)
+
+
+def _persist(settings: Settings, event: RestartEvent) -> tuple[bool, bool]:
     """Journal first (the durable copy), then Redis; an outage leaves it for the replay."""
     try:
-        _journal_then_redis(settings, event)
+        return _journal_then_redis(settings, event)
     except Exception:  # in the writer thread nobody would see it: say it in the log
         log.exception("restart event %s: unexpected failure while persisting", event.id)
+        return False, False
 
 
-def _journal_then_redis(settings: Settings, event: RestartEvent) -> None:
+def _journal_then_redis(settings: Settings, event: RestartEvent) -> tuple[bool, bool]:
     line = event.to_json()
+    journaled = in_redis = False
     try:
         Journal(settings.journal_path).append(line)
+        journaled = True
     except (OSError, ValueError) as exc:
         log.error("restart event %s not journaled (%s): %s", event.id, settings.journal_path, exc)
     client = create_sync_redis(settings.redis_url_or_default())
     try:
         record_restart_sync(client, Keys(settings.deployment), event)
+        in_redis = True
     except (*REDIS_ERRORS, redis.RedisError) as exc:
         log.warning(
             "restart event %s kept in the journal, Redis unreachable (%s)",
@@ -127,3 +138,4 @@ def _journal_then_redis(settings: Settings, event: RestartEvent) -> None:
         )
     finally:
         client.close()
+    return journaled, in_redis

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["ALERTS_CAP", "GATEWAY_EVENTS_TTL_S", "ROLLUP_MINUTE_TTL_S", "Keys"]
+__all__ = ["ALERTS_CAP", "GATEWAY_EVENTS_TTL_S", "ROLLUP_MINUTE_TTL_S", "KeyInfo", "Keys"]
 
 #: `rollup:<minute>` lives two days: enough for "the last 24 hours" at minute resolution.
 ROLLUP_MINUTE_TTL_S = 2 * 86400
@@ -16,6 +16,17 @@ ROLLUP_MINUTE_TTL_S = 2 * 86400
 GATEWAY_EVENTS_TTL_S = 7 * 86400
 #: `alerts` keeps the newest 100 alerts: the answer to "why did no alert reach Discord?".
 ALERTS_CAP = 100
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    """One entry of the key layout: a single key, or a family matched by a SCAN pattern."""
+
+    name: str  # as DESIGN.md writes it, after the prefix
+    type: str
+    key: str  # the key itself, or the SCAN pattern of the family
+    family: bool
+    holds: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +122,37 @@ class Keys:
     def thresholds(self) -> str:
         """HASH `<rule>` or `<rule>:<shard>` -> value: runtime overrides read by the leader."""
         return f"{self.prefix}thresholds"
+
+    def layout(self) -> list[KeyInfo]:
+        """Every key of the deployment, for `shardmon keys` and operators' redis-cli."""
+        p = self.prefix
+        return [
+            KeyInfo("samples:<shard>", "list", f"{p}samples:*", True, "newest-first samples"),
+            KeyInfo("seq", "hash", self.seq, False, "shard -> last applied sequence number"),
+            KeyInfo("latest", "hash", self.latest, False, "shard -> newest sample"),
+            KeyInfo("heartbeats", "zset", self.heartbeats, False, "shard by last-seen time"),
+            KeyInfo("shard:<shard>", "hash", f"{p}shard:*", True, "who runs a shard, since when"),
+            KeyInfo("restarts", "zset", self.restarts, False, "every restart event"),
+            KeyInfo("restarts:<shard>", "zset", f"{p}restarts:*", True, "restarts of one shard"),
+            KeyInfo(
+                "gateway:<shard>:identify",
+                "zset",
+                f"{p}gateway:*:identify",
+                True,
+                "IDENTIFYs, 7 days",
+            ),
+            KeyInfo(
+                "gateway:<shard>:resume", "zset", f"{p}gateway:*:resume", True, "RESUMEs, 7 days"
+            ),
+            KeyInfo("leader", "string", self.leader, False, "the leading node (PX lease)"),
+            KeyInfo("leader:epoch", "string", self.leader_epoch, False, "fencing epoch"),
+            KeyInfo("alert:<rule>:<shard>", "string", f"{p}alert:*", True, "muted alerts (TTL)"),
+            KeyInfo("active_alerts", "hash", self.active_alerts, False, "resolutions owed"),
+            KeyInfo("alerts", "list", self.alerts, False, "alerts sent, with delivery"),
+            KeyInfo("rollup:<minute>", "hash", f"{p}rollup:[0-9]*", True, "fleet minutes, 2 days"),
+            KeyInfo("thresholds", "hash", self.thresholds, False, "runtime threshold overrides"),
+            KeyInfo("alert_channels", "hash", self.alert_channels, False, "guild -> channel"),
+        ]
 
     @property
     def alert_channels(self) -> str:

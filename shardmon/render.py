@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 
-__all__ = ["defuse_mentions", "format_uptime", "sparkline", "status_emoji"]
+__all__ = ["defuse_mentions", "format_uptime", "sparkline", "status_emoji", "table"]
 
 
 def format_uptime(seconds: float) -> str:
@@ -61,3 +62,31 @@ def status_emoji(percent: float | None, warn: float = 70, critical: float = 85) 
     if percent >= warn:
         return "🟡"
     return "🟢"
+
+
+def _width(text: str) -> int:
+    """Terminal columns of the text: wide characters (most emoji) take two."""
+    return sum(
+        2 if unicodedata.east_asian_width(c) in "WF" else 0 if unicodedata.combining(c) else 1
+        for c in text
+        if c != "\ufe0f"  # the emoji variation selector takes no column of its own
+    )
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A plain-text table; numbers are right-aligned. Empty when there are no rows."""
+    if not rows:
+        return ""
+    cells = [[str(c) for c in headers], *([str(c) for c in row] for row in rows)]
+    widths = [max(_width(row[i]) for row in cells) for i in range(len(headers))]
+    numeric = [all(isinstance(row[i], int | float) for row in rows) for i in range(len(headers))]
+
+    def line(row: Sequence[str]) -> str:
+        out = []
+        for i, cell in enumerate(row):
+            pad = " " * (widths[i] - _width(cell))
+            out.append(pad + cell if numeric[i] else cell + pad)
+        return "  ".join(out).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(cells[0]), rule, *(line(row) for row in cells[1:])])

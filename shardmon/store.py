@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import time
@@ -17,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import redis
 import redis.asyncio as aioredis
@@ -58,6 +59,16 @@ def _scaled(value: float | None) -> int | str:
 
 def _minute(ts: float) -> int:
     return int(ts // 60 * 60)
+
+
+def _parse_alert_record(raw: str | bytes) -> dict[str, Any]:
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        raise MalformedData("not JSON") from None
+    if not isinstance(record, dict) or not {"ts", "kind", "rule", "title"} <= record.keys():
+        raise MalformedData("not an alert record")
+    return record
 
 
 def _parse_journal(lines: Sequence[str]) -> tuple[list[tuple[RestartEvent, str]], int]:
@@ -190,22 +201,37 @@ class Store:
     # -- reads ----------------------------------------------------------------------------
 
     async def restart_history(
-        self, limit: int = 10, shard: int | None = None
+        self, limit: int = 10, shard: int | None = None, restart_type: str | None = None
     ) -> list[RestartEvent]:
-        """The newest `limit` restart events, newest first (of one shard if given)."""
+        """The newest `limit` restart events, newest first (of one shard, of one type)."""
         if limit <= 0:
             return []
         key = self.keys.restarts if shard is None else self.keys.shard_restarts(shard)
         events: list[RestartEvent] = []
-        start = 0
+        start, page_size = 0, max(limit, 100 if restart_type else limit)
         while len(events) < limit:
-            # Read a page at a time so that hand-written garbage never shortens the answer.
-            page = cast("list[str]", await self.client.zrevrange(key, start, start + limit - 1))
+            # Read a page at a time so that garbage or a type filter never shortens the answer.
+            page = cast("list[str]", await self.client.zrevrange(key, start, start + page_size - 1))
             if not page:
                 break
-            events.extend(self._parsed(page, parse_event, key))
-            start += limit
+            parsed = self._parsed(page, parse_event, key)
+            events.extend(e for e in parsed if restart_type is None or e.type == restart_type)
+            start += page_size
         return events[:limit]
+
+    async def recent_alerts(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest alert records (sent or resolved, with their delivery), newest first."""
+        raw = await self.client.lrange(self.keys.alerts, 0, limit - 1)
+        return self._parsed(raw, _parse_alert_record, self.keys.alerts)
+
+    async def leader(self) -> tuple[str | None, int, int]:
+        """(leading node or None, its lease's milliseconds left, the current epoch)."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.get(self.keys.leader)
+            pipe.pttl(self.keys.leader)
+            pipe.get(self.keys.leader_epoch)
+            node, pttl, epoch = await pipe.execute()
+        return node, max(0, int(pttl)), int(epoch) if str(epoch).isdigit() else 0
 
     async def restart_stats(self, now: float | None = None) -> RestartStats:
         """Totals by type, per day and month, and the counts of the last hour and 24 hours."""
@@ -345,6 +371,33 @@ class Store:
                 self._count_skipped(self.keys.alert_channels, 1)
         candidates = sorted(g for g in channels if not allowed or g in allowed)
         return channels[candidates[0]] if candidates else None
+
+    async def key_counts(self) -> dict[str, int]:
+        """Layout name -> how many such keys exist (a family) or its length (a single key)."""
+        counts: dict[str, int] = {}
+        for info in self.keys.layout():
+            if info.family:
+                counts[info.name] = sum(
+                    [1 async for _ in self.client.scan_iter(info.key, count=1000)]
+                )
+                continue
+            kind = await self.client.type(info.key)
+            size = {"list": self.client.llen, "hash": self.client.hlen, "zset": self.client.zcard}
+            if kind in size:
+                counts[info.name] = int(await size[kind](info.key))
+            else:
+                counts[info.name] = int(await self.client.exists(info.key))
+        return counts
+
+    async def thresholds(self) -> dict[str, str]:
+        raw = await self.client.hgetall(self.keys.thresholds)
+        return {str(name): str(value) for name, value in raw.items()}
+
+    async def set_threshold(self, name: str, value: float) -> None:
+        await self.client.hset(self.keys.thresholds, name, repr(value))
+
+    async def unset_threshold(self, name: str) -> bool:
+        return bool(await self.client.hdel(self.keys.thresholds, name))
 
     async def fleet_view(
         self, restart_window_s: float, now: float | None = None

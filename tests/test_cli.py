@@ -1,0 +1,143 @@
+"""The shardmon command against a real Redis holding a fleet written by real monitors."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import redis
+
+from shardmon.cli import main
+from shardmon.connection import create_redis
+from shardmon.keys import Keys
+from shardmon.monitor import GatewayStats, SystemMonitor
+from shardmon.settings import load_settings
+
+
+async def _write_fleet(redis_url: str, tmp_path: Path) -> None:
+    client = create_redis(redis_url)
+    base = load_settings().monitor_config()
+    for shard in range(3):
+        config = dataclasses.replace(
+            base, shard_ids=(shard,), node=f"host:{shard}", journal_path=tmp_path / f"{shard}.log"
+        )
+        monitor = SystemMonitor(
+            config, client, gateway=lambda s: GatewayStats(50.0, 10 * (s + 1), 100)
+        )
+        await monitor.sample_once()
+        await monitor.log_restart("startup")
+        if shard == 2:
+            for _ in range(3):
+                await monitor.log_restart("crash", {"error": "boom"})
+    await client.aclose()
+
+
+@pytest.fixture
+def fleet(redis_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Keys:
+    """Three shards in three real monitors; shard 2 crash-loops. The CLI runs its own loop,
+    so the tests that call it are plain functions."""
+    monkeypatch.setenv("SHARDMON_REDIS_URL", redis_url)
+    monkeypatch.setenv("SHARDMON_DEPLOYMENT", "clifleet")
+    monkeypatch.setenv("SHARDMON_SHARD_COUNT", "3")
+    asyncio.run(_write_fleet(redis_url, tmp_path))
+    return Keys("clifleet")
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_status_restarts_stats_and_performance_agree_with_redis(
+    fleet: Keys, capsys: pytest.CaptureFixture[str], redis_url: str
+) -> None:
+    code, out, _ = run(capsys, "status")
+    assert code == 0 and "🟢 3 online, 🔴 0 offline (3 configured)" in out
+    assert "servers   60   users 300" in out
+    code, out, _ = run(capsys, "restarts", "--type", "crash", "--limit", "2")
+    assert code == 0 and out.count("crash") == 2 and "boom" in out
+    code, out, _ = run(capsys, "restarts", "--shard", "0", "--json")
+    assert [e["type"] for e in json.loads(out)] == ["startup"]
+    code, out, _ = run(capsys, "stats")
+    assert "total 6; last hour 6" in out and "🚨 restart storm (3+ in 3600 s): shard 2 (4)" in out
+    code, out, _ = run(capsys, "performance", "--json")
+    assert json.loads(out)["samples"] == 3
+    code, out, _ = run(capsys, "keys", "--json")
+    counts = {k["key"]: k["count"] for k in json.loads(out)}
+    with redis.Redis.from_url(redis_url) as client:
+        assert counts["restarts"] == client.zcard(fleet.restarts) == 6
+        assert counts["samples:<shard>"] == 3 and counts["latest"] == client.hlen(fleet.latest)
+
+
+def test_thresholds_are_validated_and_stored(
+    fleet: Keys, capsys: pytest.CaptureFixture[str], redis_url: str
+) -> None:
+    assert run(capsys, "thresholds", "set", "memory", "90")[0] == 0
+    assert run(capsys, "thresholds", "set", "cpu", "95", "--shard", "2")[0] == 0
+    code, _, err = run(capsys, "thresholds", "set", "memory", "150")
+    assert code == 1 and "memory takes percent from 1 to 100, not 150" in err
+    code, _, err = run(capsys, "thresholds", "set", "disk", "50")
+    assert code == 1 and "unknown rule 'disk'" in err
+    with redis.Redis.from_url(redis_url, decode_responses=True) as client:
+        assert client.hgetall(fleet.thresholds) == {"memory": "90.0", "cpu:2": "95.0"}
+    assert run(capsys, "thresholds", "unset", "memory")[0] == 0
+    code, out, _ = run(capsys, "thresholds", "--json")
+    assert json.loads(out)["overrides"] == {"cpu:2": "95.0"}
+
+
+def test_log_restart_with_redis_down_journals_and_says_so(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setenv("SHARDMON_REDIS_URL", "redis://127.0.0.1:1/0")  # nothing listens there
+    code, out, _ = run(capsys, "log-restart", "deployment", "--version", "2.1.0",
+                       "--changelog", "fixes", "--meta", "by=ci", "--meta", "sha=abc")  # fmt: skip
+    assert code == 0 and "journaled; Redis unreachable" in out
+    [line] = (tmp_path / "logs" / "system_restarts.log").read_text().splitlines()
+    event = json.loads(line)
+    assert event["version"] == "2.1.0"
+    assert event["metadata"] == {"by": "ci", "sha": "abc", "changelog": "fixes"}
+
+
+def test_log_restart_with_redis_up(fleet: Keys, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "log-restart", "manual")
+    assert code == 0 and "journaled and recorded in Redis" in out
+
+
+def test_a_wrong_redis_url_is_one_clear_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SHARDMON_REDIS_URL", "redis://:hunter2@127.0.0.1:1/0")
+    code, _, err = run(capsys, "status")
+    assert code == 1 and "could not reach Redis at redis://:***@127.0.0.1:1/0" in err
+    assert "Traceback" not in err and "hunter2" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["restarts", "--limit", "0"], "outside 1..1000"),
+        (["restarts", "--type", "reboot"], "invalid choice"),
+        (["log-restart", "deployment", "--meta", "oops"], "not key=value"),
+        (["watch", "--every", "x"], "duration"),
+    ],
+)
+def test_bad_arguments_get_a_clear_error(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+COMMANDS = ["status", "restarts", "stats", "performance", "alerts", "keys", "thresholds", "watch"]
+
+
+@pytest.mark.parametrize("command", [*COMMANDS, "log-restart", "demo"])
+def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0 and "usage: shardmon" in capsys.readouterr().out
