@@ -367,7 +367,7 @@ def _parser() -> argparse.ArgumentParser:
                             description="Run a fleet of shard processes with synthetic load "
                             "against SHARDMON_REDIS_URL or an embedded Redis.")  # fmt: skip
     d.add_argument("--shards", type=_bounded_int(1, 64), default=4, help="shards (4)")
-    d.add_argument("--duration", type=_bounded_int(4, 3600), default=20, help="seconds (20)")
+    d.add_argument("--duration", type=_bounded_int(30, 3600), default=60, help="seconds (60)")
     return parser
 
 

@@ -1,31 +1,45 @@
-"""`shardmon demo`: a small fleet of monitored shards with synthetic gateway load.
+"""`shardmon demo`: a fleet of real shard processes with synthetic load, and a scenario.
 
-Every shard runs its own `SystemMonitor` against one Redis (the configured one, else an embedded
-one), logs its startup, and samples every second; one shard crash-loops into a restart storm.
-At the end the demo prints what the fleet looks like from Redis, and the redis-cli commands that
-show the same.
+Each shard is an OS process (`python -m shardmon.demo`, a node with synthetic gateway figures)
+against `SHARDMON_REDIS_URL`, or an embedded Redis when none is set. The scenario shows the
+product: one shard crash-loops into a restart storm (one alert); another's memory spikes (one
+alert, then one "resolved"); the leader is killed and another takes over (no duplicate alert).
+At the end the demo prints the status, restarts, stats and performance views.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import dataclasses
+import itertools
+import logging
+import os
 import random
+import signal
+import sys
 import tempfile
 import time
+import traceback
+from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
 from pathlib import Path
 
+from shardmon.cli import performance, restarts, stats, status
 from shardmon.collector import Collector
 from shardmon.connection import create_redis, redact_url
 from shardmon.embedded import embedded_redis
+from shardmon.fleet import LocalFleet
 from shardmon.keys import Keys
-from shardmon.monitor import GatewayStats, MonitorConfig, SystemMonitor
-from shardmon.render import format_uptime
-from shardmon.settings import load_settings
-from shardmon.stats import Performance
+from shardmon.models import crash_metadata
+from shardmon.monitor import GatewayStats
+from shardmon.settings import Settings, load_settings
+from shardmon.store import Store
 
 __all__ = ["run_demo"]
+
+#: A crash-looping demo shard dies this long after it starts, three times.
+CRASH_AFTER_S = 2.0
+LEASE_S = 5.0
 
 
 def _synthetic_gateway(shard: int) -> GatewayStats:
@@ -36,107 +50,225 @@ def _synthetic_gateway(shard: int) -> GatewayStats:
     )
 
 
-def _spread(performance: Performance) -> str:
-    if performance.memory is None or performance.cpu is None:
-        return "no samples"
-    m, c = performance.memory, performance.cpu
-    return (
-        f"{performance.samples} samples; memory avg {m.average:.1f}% peak {m.peak:.1f}% "
-        f"low {m.low:.1f}%; CPU avg {c.average:.1f}% peak {c.peak:.1f}% low {c.low:.1f}%"
-    )
+# -- a demo shard process ---------------------------------------------------------------------
 
 
-async def _run(url: str, shards: int, duration_s: float, journal_dir: Path) -> None:
-    settings = load_settings()
-    deployment = settings.deployment if "deployment" in settings.model_fields_set else "demo"
-    keys = Keys(deployment)
-    client = create_redis(url)
-    base = MonitorConfig(
-        deployment=deployment,
-        shard_count=shards,
-        system_name="shardmon demo bot",
-        environment="Demo",
-        version="1.0.0",
-        sample_interval_s=1,
-        history_size=settings.history_size,
-        journal_path=journal_dir / "system_restarts.log",
-    )
-    collector = Collector(disk_path=journal_dir)  # the shards share this machine
-    monitors = [
-        SystemMonitor(
-            dataclasses.replace(base, shard_ids=(shard,), node=f"demo-host:{1000 + shard}"),
-            client,
-            gateway=_synthetic_gateway,
-            collector=collector,
+async def _demo_node() -> None:
+    """A node with synthetic load; SIGUSR1 holds a memory spike, SIGUSR2 lets it go, and
+    SHARDMON_DEMO_CRASH_AFTER_S makes it crash as a real bot would."""
+    from shardmon.api import persist_restart
+    from shardmon.node import run_node
+
+    ballast: list[bytearray] = []
+
+    def spike() -> None:
+        """Allocate and touch the spike in 64 MB blocks (in a thread, so that the node goes
+        on sampling while the pages come in)."""
+        remaining = int(os.environ.get("SHARDMON_DEMO_SPIKE_MB", "256"))
+        while remaining > 0:
+            block = bytearray(min(64, remaining) * 1024 * 1024)
+            block[::4096] = b"\x01" * len(block[::4096])  # touch every page: really resident
+            ballast.append(block)
+            remaining -= 64
+
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGUSR1, lambda: loop.run_in_executor(None, spike))
+    loop.add_signal_handler(signal.SIGUSR2, ballast.clear)
+    crash_after = float(os.environ.get("SHARDMON_DEMO_CRASH_AFTER_S", "0"))
+
+    async def crash() -> None:
+        await asyncio.sleep(crash_after)
+        try:
+            raise RuntimeError("demo: the gateway loop died")
+        except RuntimeError as exc:
+            event = (
+                load_settings()
+                .monitor_config()
+                .event("crash", crash_metadata(str(exc), traceback.format_exc()))
+            )
+            await asyncio.to_thread(persist_restart, event)
+        os._exit(1)  # a crash: no clean stop, no lease handed over
+
+    crash_task = asyncio.create_task(crash()) if crash_after else None
+    await run_node(gateway=_synthetic_gateway)
+    if crash_task is not None:
+        crash_task.cancel()
+
+
+# -- the scenario -----------------------------------------------------------------------------
+
+
+class _Demo:
+    def __init__(self, url: str, shards: int, duration_s: float, folder: Path, deployment: str):
+        self.url = url
+        self.shards = shards
+        self.duration_s = duration_s
+        self.deployment = deployment
+        self.settings = {
+            "deployment": deployment, "sample_interval_s": "1", "leader_lease_s": str(LEASE_S),
+            "system_name": "shardmon demo bot", "environment": "Demo", "version": "1.0.0",
+        }  # fmt: skip
+        self.fleet = LocalFleet(url, shards, self.settings, folder, module="shardmon.demo")
+        # A tenth of this machine's (or container's) memory, at most 1 GiB: a spike that shows.
+        self.spike_mb = int(min(1024, Collector().collect().memory_total_mb * 0.10))
+        self.client = create_redis(url)
+        self.store = Store(self.client, Keys(deployment))
+        self.started = time.monotonic()
+        self.seen_alerts: set[str] = set()
+        self.crashes_left = 3
+
+    def say(self, text: str) -> None:
+        print(f"  {time.monotonic() - self.started:5.1f}s  {text}", flush=True)
+
+    def node_env(self, shard: int) -> dict[str, str]:
+        env = {"SHARDMON_DEMO_SPIKE_MB": str(self.spike_mb)}
+        if shard == self.shards - 1 and self.crashes_left:  # the crash-looping shard
+            env["SHARDMON_DEMO_CRASH_AFTER_S"] = str(CRASH_AFTER_S)
+        return env
+
+    async def report_alerts(self) -> list[dict[str, object]]:
+        records = await self.store.recent_alerts(100)
+        for record in reversed(records):
+            if record["id"] not in self.seen_alerts:
+                self.seen_alerts.add(str(record["id"]))
+                shards = ",".join(map(str, record.get("shards", [])))
+                self.say(f"🔔 {record['title']} (shard {shards}, epoch {record['epoch']}, "
+                         f"sent by {record['node']})")  # fmt: skip
+        return records
+
+    async def supervise(self) -> None:
+        """Restart exited shard processes, as systemd or Kubernetes would."""
+        looping = self.shards - 1
+        for shard, process in list(self.fleet.processes.items()):
+            if process.poll() is None:
+                continue
+            if shard == looping and self.crashes_left:
+                self.crashes_left -= 1
+                self.say(f"💥 shard {shard} crashed; restarting it ({3 - self.crashes_left}/3)")
+            self.fleet.start(shard, **self.node_env(shard))
+
+    async def wait_for(
+        self, what: str, check: Callable[[], Awaitable[bool]], limit_s: float
+    ) -> bool:
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            await self.supervise()
+            await self.report_alerts()
+            if await check():
+                return True
+            await asyncio.sleep(0.25)
+        self.say(f"(no {what} within {limit_s:.0f} s)")
+        return False
+
+    async def memory_spike(self, shard: int) -> None:
+        latest = (await self.store.latest_samples()).get(shard)
+        if latest is None:
+            return
+        spike_mb = self.spike_mb
+        threshold = round(latest.memory + 0.4 * 100 * spike_mb / latest.memory_total_mb, 1)
+        await self.store.set_threshold(f"memory:{shard}", threshold)
+        self.say(f"📈 shard {shard}: memory threshold set to {threshold}% (it is at "
+                 f"{latest.memory:.1f}%); the shard now holds {spike_mb} MB more")  # fmt: skip
+        self.fleet.processes[shard].send_signal(signal.SIGUSR1)
+
+        async def alerted() -> bool:
+            return any(
+                r["rule"] == "memory" and r["kind"] == "alert" for r in await self.report_alerts()
+            )
+
+        if await self.wait_for("memory alert", alerted, 15):
+            self.fleet.processes[shard].send_signal(signal.SIGUSR2)
+            self.say(f"📉 shard {shard} let the memory go")
+
+            async def resolved() -> bool:
+                return any(
+                    r["rule"] == "memory" and r["kind"] == "resolved"
+                    for r in await self.report_alerts()
+                )
+
+            await self.wait_for("resolution", resolved, 15)
+        await self.store.unset_threshold(f"memory:{shard}")
+
+    async def kill_leader(self) -> None:
+        node, _, epoch = await self.store.leader()
+        shard = self.fleet.shard_of(node)
+        if shard is None:
+            return
+        self.say(f"🔪 SIGKILL to the leader, shard {shard}'s node {node} (epoch {epoch})")
+        self.fleet.kill(shard)
+        killed_at = time.monotonic()
+
+        async def taken_over() -> bool:
+            new, _, new_epoch = await self.store.leader()
+            return new is not None and new != node and new_epoch > epoch
+
+        if await self.wait_for("new leader", taken_over, LEASE_S * 3):
+            new, _, new_epoch = await self.store.leader()
+            took = time.monotonic() - killed_at
+            self.say(f"👑 new leader {new} (epoch {new_epoch}) after {took:.1f} s")
+
+    async def run(self) -> None:
+        print(f"starting {self.shards} shard processes of deployment '{self.deployment}' "
+              f"(lease {LEASE_S:g} s, sampling every second)")  # fmt: skip
+        for shard in range(self.shards):
+            self.fleet.start(shard, **self.node_env(shard))
+
+        async def led() -> bool:
+            return self.fleet.shard_of((await self.store.leader())[0]) is not None
+
+        await self.wait_for("leader", led, 15)
+        spiking = min(1, self.shards - 1)
+        steps: list[tuple[float, Callable[[], Awaitable[None]]]] = [
+            (0.3, lambda: self.memory_spike(spiking)),
+            (0.55, self.kill_leader),
+        ]
+        next_progress = 0.0
+        while (elapsed := time.monotonic() - self.started) < self.duration_s:
+            if steps and elapsed >= steps[0][0] * self.duration_s:
+                await steps.pop(0)[1]()
+                continue
+            if elapsed >= next_progress:
+                summary = await self.store.fleet_summary(3.0)
+                node, _, epoch = await self.store.leader()
+                self.say(
+                    f"{summary.online}/{self.shards} shards online, leader {node} (epoch {epoch})"
+                )
+                next_progress += 10
+            await self.supervise()
+            await self.report_alerts()
+            await asyncio.sleep(0.25)
+        self.fleet.stop_all()
+        await self.report_alerts()
+
+    async def summary(self, settings: Settings) -> None:
+        records = await self.store.recent_alerts(100)
+        sent = [r for r in records if r["kind"] == "alert" and r["delivered"]]
+        times: dict[tuple[str, int], list[float]] = {}
+        for record in sent:
+            for shard in record["shards"]:
+                times.setdefault((str(record["rule"]), shard), []).append(float(record["ts"]))
+        dedupe = settings.alert_dedupe_s
+        duplicates = sum(
+            1 for ts in times.values() for a, b in itertools.pairwise(sorted(ts)) if b - a < dedupe
         )
-        for shard in range(shards)
-    ]
-    print(f"starting {shards} shards of deployment '{deployment}', sampling every second")
-    for monitor in monitors:
-        await monitor.log_restart("startup")
-        await monitor.start()
-    await monitors[0].log_restart("deployment", {"changelog": "demo release"}, version="1.0.0")
-
-    looping = monitors[-1]
-    started = time.monotonic()
-    crashes = reported = 0
-    while (elapsed := time.monotonic() - started) < duration_s:
-        # The last shard crash-loops: three crashes spread over the run make a restart storm.
-        if crashes < 3 and elapsed >= (crashes + 1) * duration_s / 4:
-            crashes += 1
-            await looping.log_restart("crash", {"error": "RuntimeError: gateway loop died"})
-            print(f"  {elapsed:4.1f}s: shard {looping.config.shard_ids[0]} crashed ({crashes}/3)")
-        if elapsed >= reported:
-            samples = await client.llen(keys.samples(0))
-            print(f"  {elapsed:4.1f}s of {duration_s:.0f}s: {samples} samples of shard 0 in Redis")
-            reported += 5
-        await asyncio.sleep(min(0.25, duration_s - elapsed))
-    for monitor in monitors:
-        await monitor.stop()
-
-    store = monitors[0].store
-    print("\n== fleet (latest sample per shard) ==")
-    print(f"{'shard':>5} {'cpu%':>6} {'mem%':>6} {'latency':>8} {'guilds':>7} {'uptime':>8}")
-    for shard, sample in sorted((await store.latest_samples()).items()):
-        info = await store.shard_info(shard)
-        uptime = format_uptime(time.time() - info.started_at) if info else "?"
-        latency = f"{sample.latency_ms:.0f}ms" if sample.latency_ms is not None else "-"
-        print(
-            f"{shard:>5} {sample.cpu:>6.1f} {sample.memory:>6.1f} {latency:>8} "
-            f"{sample.guilds:>7} {uptime:>8}"
-        )
-
-    print("\n== recent restarts ==")
-    for event in await store.restart_history(limit=8):
-        when, kind = event.timestamp[:19].replace("T", " "), event.type.value
-        print(f"  {when}  {kind:<10} shard {event.shard}  v{event.version}")
-
-    stats = await store.restart_stats()
-    print("\n== restart statistics ==")
-    print(f"  total {stats.total}; by type {stats.by_type}")
-    print(f"  last hour {stats.last_hour}, last 24 h {stats.last_24h}, per day {stats.per_day:.1f}")
-    for monitor in monitors:
-        shard = monitor.config.shard_ids[0]
-        storm = await store.restart_storm_count(shard, base.restart_window_s)
-        if storm >= base.restart_alert_threshold:
-            print(f"  restart storm: shard {shard} restarted {storm} times in the last hour")
-
-    print("\n== performance ==")
-    print(f"  fleet, last hour: {_spread(await store.fleet_performance())}")
-    print(f"  shard 0: {_spread(await store.shard_performance(0))}")
-
-    print("\n== the same with redis-cli (point SHARDMON_REDIS_URL at a Redis to keep the data) ==")
-    print(f"  redis-cli -u {redact_url(url)} ZCOUNT '{keys.shard_restarts(shards - 1)}' "
-          "$(( $(date +%s) - 3600 )) +inf")  # fmt: skip
-    print(f"  redis-cli -u {redact_url(url)} LRANGE '{keys.samples(0)}' 0 2")
-    print(f"  redis-cli -u {redact_url(url)} HGETALL '{keys.latest}'")
-    print(f"  redis-cli -u {redact_url(url)} ZREVRANGE '{keys.restarts}' 0 4")
-    await client.aclose()
+        resolved = sum(1 for r in records if r["kind"] == "resolved")
+        print(f"\nalerts sent: {len(sent)}, resolved: {resolved}, duplicate alerts: {duplicates}")
+        args = argparse.Namespace(json=False, limit=8, shard=None, type=None)
+        for title, view in (
+            ("status", status),
+            ("restarts", restarts),
+            ("stats", stats),
+            ("performance", performance),
+        ):
+            print(f"\n== shardmon {title} ==")
+            print(await view(self.store, settings, args))
+        await self.client.aclose()
 
 
-def run_demo(shards: int = 4, duration_s: float = 20) -> None:
+def run_demo(shards: int = 4, duration_s: float = 60) -> None:
     """Run the demo against `SHARDMON_REDIS_URL`, or an embedded Redis when none is set."""
     settings = load_settings()
+    deployment = settings.deployment if "deployment" in settings.model_fields_set else "demo"
     with ExitStack() as stack:
         if settings.redis_url is not None:
             url = settings.redis_url.get_secret_value()
@@ -145,5 +277,26 @@ def run_demo(shards: int = 4, duration_s: float = 20) -> None:
             embedded = stack.enter_context(embedded_redis())
             url = embedded.url
             print(f"no SHARDMON_REDIS_URL: using an embedded {embedded.kind} at {url}")
-        journal_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="shardmon-")))
-        asyncio.run(_run(url, shards, duration_s, journal_dir))
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="shardmon-demo-")))
+        demo = _Demo(url, shards, duration_s, folder, deployment)
+        view_settings = settings.model_copy(
+            update={"deployment": deployment, "shard_count": shards}
+        )
+
+        async def scenario() -> None:
+            await demo.run()
+            await demo.summary(view_settings)
+
+        try:
+            asyncio.run(scenario())
+        finally:
+            demo.fleet.stop_all()
+        if settings.redis_url is None:
+            print("\n(the embedded Redis stops now: set SHARDMON_REDIS_URL to keep the data)")
+
+
+if __name__ == "__main__":
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    sys.exit(asyncio.run(_demo_node()))

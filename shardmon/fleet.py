@@ -25,12 +25,19 @@ class LocalFleet:
         shard_count: the fleet's size (one process per shard).
         settings: more `SHARDMON_*` variables for every node (names without the prefix).
         folder: where each node's log and journal go.
+        module: what each process runs (`python -m <module>`).
     """
 
     def __init__(
-        self, redis_url: str, shard_count: int, settings: dict[str, str], folder: Path
+        self,
+        redis_url: str,
+        shard_count: int,
+        settings: dict[str, str],
+        folder: Path,
+        module: str = "shardmon.node",
     ) -> None:
         self.redis_url = redis_url
+        self.module = module
         self.shard_count = shard_count
         self.settings = settings
         self.folder = folder
@@ -51,8 +58,8 @@ class LocalFleet:
     def log_path(self, shard: int) -> Path:
         return self.folder / f"node-{shard}.log"
 
-    def start(self, shard: int) -> subprocess.Popen[bytes]:
-        """Start (or restart) the process of `shard`."""
+    def start(self, shard: int, **extra_env: str) -> subprocess.Popen[bytes]:
+        """Start (or restart) the process of `shard`, with more environment if given."""
         self.folder.mkdir(parents=True, exist_ok=True)
         env = {key: value for key, value in os.environ.items() if not key.startswith("SHARDMON_")}
         env.update({f"SHARDMON_{name.upper()}": value for name, value in self.settings.items()})
@@ -62,9 +69,10 @@ class LocalFleet:
             SHARDMON_SHARD_COUNT=str(self.shard_count),
             SHARDMON_JOURNAL_PATH=str(self.folder / f"journal-{shard}.log"),
         )
+        env.update(extra_env)
         with self.log_path(shard).open("ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "shardmon.node"],
+                [sys.executable, "-m", self.module],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

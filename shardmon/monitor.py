@@ -45,7 +45,7 @@ from shardmon.sinks import LogSink, Sink
 from shardmon.stats import Spread, summarize_samples
 from shardmon.store import ShardInfo, Store
 
-__all__ = ["GatewayStats", "MonitorConfig", "SystemMonitor", "default_node"]
+__all__ = ["GatewayProvider", "GatewayStats", "MonitorConfig", "SystemMonitor", "default_node"]
 
 log = logging.getLogger(__name__)
 

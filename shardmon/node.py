@@ -14,7 +14,7 @@ import signal
 import sys
 
 from shardmon.connection import create_redis
-from shardmon.monitor import SystemMonitor
+from shardmon.monitor import GatewayProvider, SystemMonitor
 from shardmon.settings import SettingsError, load_settings
 
 __all__ = ["main", "run_node"]
@@ -22,11 +22,13 @@ __all__ = ["main", "run_node"]
 log = logging.getLogger(__name__)
 
 
-async def run_node() -> None:
-    """Run one monitor until SIGTERM/SIGINT."""
+async def run_node(gateway: GatewayProvider | None = None) -> None:
+    """Run one monitor until SIGTERM/SIGINT (`gateway`: the shards' figures, if known)."""
     settings = load_settings()
     client = create_redis(settings.redis_url_or_default())
-    monitor = SystemMonitor(settings.monitor_config(), client, sinks=settings.alert_sinks())
+    monitor = SystemMonitor(
+        settings.monitor_config(), client, gateway=gateway, sinks=settings.alert_sinks()
+    )
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
