@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
+from types import TracebackType
 from typing import Any
 
 import redis
@@ -28,6 +31,7 @@ from shardmon.store import record_restart_sync
 __all__ = [
     "claim_process_startup",
     "get_system_monitor",
+    "install_crash_hook",
     "log_bot_crash",
     "log_bot_restart",
     "log_deployment",
@@ -40,6 +44,7 @@ _writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shardmon-restart
 _monitor: SystemMonitor | None = None
 _monitor_lock = threading.Lock()
 _startup_claimed = False
+_crash_hook_installed = False
 
 
 @cache
@@ -67,6 +72,28 @@ def claim_process_startup() -> bool:
     with _monitor_lock:
         first, _startup_claimed = not _startup_claimed, True
         return first
+
+
+def install_crash_hook() -> None:
+    """Once per process: an error that ends the process (`bot.run()` raising) is logged as a
+    crash by `sys.excepthook`, then reported as Python would. It is never removed, because
+    `bot.run()` unloads the extensions before the error reaches the top."""
+    global _crash_hook_installed
+    with _monitor_lock:
+        if _crash_hook_installed:
+            return
+        _crash_hook_installed = True
+    previous = sys.excepthook
+
+    def log_crash(
+        kind: type[BaseException], error: BaseException, trace: TracebackType | None
+    ) -> None:
+        if not issubclass(kind, KeyboardInterrupt | SystemExit):
+            text = "".join(traceback.format_exception(kind, error, trace))
+            log_bot_crash(f"{kind.__name__}: {error}", text)
+        previous(kind, error, trace)
+
+    sys.excepthook = log_crash
 
 
 def log_bot_restart(

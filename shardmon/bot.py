@@ -46,9 +46,16 @@ async def run(settings: Settings, sync_commands: bool) -> int:
         )
         return 2
     bot = await build_bot(settings)
+    stopping = asyncio.Event()
+    closing: list[asyncio.Task[None]] = []  # a reference, so the close task is not collected
+
+    def stop() -> None:
+        stopping.set()
+        closing.append(asyncio.create_task(bot.close()))
+
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, lambda: asyncio.ensure_future(bot.close()))
+        loop.add_signal_handler(signum, stop)
     try:
         async with bot:
             await bot.login(settings.bot_token.get_secret_value())
@@ -60,6 +67,8 @@ async def run(settings: Settings, sync_commands: bool) -> int:
         print("Discord refused the bot token (SHARDMON_BOT_TOKEN).", file=sys.stderr)
         return 2
     except Exception as exc:  # the bot died: say so in the restart log, then fail
+        if stopping.is_set():  # a stop cut a request short: not a crash
+            return 0
         log_bot_crash(f"{type(exc).__name__}: {exc}", traceback.format_exc())
         log.exception("the bot crashed")
         return 1

@@ -119,6 +119,17 @@ async def test_commands_can_be_opened_to_everyone(
     assert all(c.guild_only for c in cog.walk_app_commands())
 
 
+async def test_alerts_go_to_a_channel_only_when_one_is_named_or_guilds_are_given(
+    settings: Settings, client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def sinks() -> list[str]:
+        return [s.name for s in ShardmonCog(_bot(), load_settings(), client).monitor.alerter.sinks]
+
+    assert sinks() == ["log"]  # no channel of a stranger's server by default
+    monkeypatch.setenv("SHARDMON_ALERT_GUILD_IDS", "100,200")
+    assert sinks() == ["log", "discord_channel"]
+
+
 async def test_uptime_answers_for_the_whole_fleet(
     cog: ShardmonCog, settings: Settings, client: aioredis.Redis, tmp_path: Path
 ) -> None:
@@ -346,8 +357,9 @@ def test_an_error_that_ends_the_bot_is_logged_as_a_crash(redis_url: str, tmp_pat
         "from discord.ext import commands\n"
         "bot = commands.AutoShardedBot(command_prefix='!', intents=discord.Intents.default())\n"
         "async def main():\n"
-        "    await bot.load_extension('cogs.shardmon')\n"
-        "    raise RuntimeError('the gateway loop died @everyone')\n"
+        "    async with bot:  # as bot.run() does: the bot closes, unloading extensions, first\n"
+        "        await bot.load_extension('cogs.shardmon')\n"
+        "        raise RuntimeError('the gateway loop died @everyone')\n"
         "asyncio.run(main())\n"
     )
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("SHARDMON_")},

@@ -8,12 +8,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import sys
 import time
-import traceback
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from types import TracebackType
 
 import discord
 import redis
@@ -21,7 +18,7 @@ import redis.asyncio as aioredis
 from discord import app_commands
 from discord.ext import commands, tasks
 
-from shardmon.api import claim_process_startup, log_bot_crash
+from shardmon.api import claim_process_startup, install_crash_hook
 from shardmon.connection import REDIS_ERRORS, create_redis
 from shardmon.monitor import GatewayStats, SystemMonitor
 from shardmon.settings import Settings
@@ -87,13 +84,12 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
         self._owns_client = client is None
         self.client = client or create_redis(settings.redis_url_or_default())
         self._gateway: dict[int, GatewayStats] = {}
-        self._previous_excepthook = sys.excepthook
         config = settings.monitor_config()
         self.monitor = SystemMonitor(
             config, self.client, gateway=self._gateway_of, sinks=settings.alert_sinks()
         )
         self.store = self.monitor.store
-        if settings.alert_channel_id is not None or settings.alert_webhook_url is None:
+        if settings.alert_channel_id is not None or settings.alert_guild_ids:
             self.monitor.alerter.sinks.append(
                 ChannelSink(bot, self.store, settings.alert_channel_id, settings.alert_guild_ids)
             )
@@ -109,28 +105,15 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
         await self.monitor.start(sample=False)
         if claim_process_startup():
             await self.monitor.log_restart("startup")
-        self._previous_excepthook = sys.excepthook
-        sys.excepthook = self.log_crash_then_raise
+        install_crash_hook()
         self.sample_loop.change_interval(seconds=self.settings.sample_interval_s)
         self.sample_loop.start()
 
     async def cog_unload(self) -> None:
-        if sys.excepthook == self.log_crash_then_raise:
-            sys.excepthook = self._previous_excepthook
         self.sample_loop.cancel()
         await self.monitor.stop()
         if self._owns_client:
             await self.client.aclose()
-
-    def log_crash_then_raise(
-        self, kind: type[BaseException], error: BaseException, trace: TracebackType | None
-    ) -> None:
-        """`sys.excepthook` while loaded: an error that ends the process (`bot.run()` raising)
-        is logged as a crash, then reported as Python would."""
-        if not issubclass(kind, KeyboardInterrupt | SystemExit):
-            text = "".join(traceback.format_exception(kind, error, trace))
-            log_bot_crash(f"{kind.__name__}: {error}", text)
-        self._previous_excepthook(kind, error, trace)
 
     # -- sampling -------------------------------------------------------------------------
 
@@ -175,10 +158,6 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
         except Exception:  # the loop must outlive any one bad tick; logged here
             log.exception("shardmon sampling tick failed")
 
-    @sample_loop.before_loop
-    async def _before_sampling(self) -> None:
-        await self.bot.wait_until_ready()
-
     @sample_loop.error
     async def _sampling_failed(self, error: BaseException) -> None:
         log.error("shardmon sampling loop stopped", exc_info=error)
@@ -216,19 +195,26 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
         await self._detect_alert_channels([guild])
 
     def alert_channel_of(self, guild: discord.Guild) -> int | None:
-        """The first text channel of the guild named like an alert channel, by setting order."""
-        by_name = {channel.name: channel.id for channel in guild.text_channels}
+        """The first text channel of the guild named like an alert channel, by setting order,
+        among those the bot may send to."""
+        me = guild.me if self.bot.user is not None else None  # known once logged in
+        by_name: dict[str, int] = {}
+        for channel in guild.text_channels:  # in position order: the first of a name wins
+            if me is not None and not channel.permissions_for(me).send_messages:
+                continue
+            by_name.setdefault(channel.name, channel.id)
         return next(
             (by_name[name] for name in self.settings.alert_channel_names if name in by_name), None
         )
 
     async def _detect_alert_channels(self, guilds: list[discord.Guild]) -> None:
+        # Only in the operator's own servers: on a public bot, the lowest guild id with a
+        # #bot-logs channel is usually a stranger's.
         allowed = set(self.settings.alert_guild_ids)
         found = {
             guild.id: channel
             for guild in guilds
-            if (not allowed or guild.id in allowed)
-            and (channel := self.alert_channel_of(guild)) is not None
+            if guild.id in allowed and (channel := self.alert_channel_of(guild)) is not None
         }
         try:
             await self.store.record_alert_channels(found)

@@ -104,21 +104,32 @@ _TYPE_EMOJI = {
 
 
 def restarts_embed(events: Sequence[RestartEvent], limit: int) -> discord.Embed:
-    embed = discord.Embed(title=f"🔄 Last {limit} restarts", colour=discord.Colour.blurple())
-    if not events:
-        embed.description = "No restart recorded yet."
-        return embed
-    lines = []
+    """The newest restarts, whole lines only: as many of `limit` as fit in a description."""
+    lines: list[str] = []
+    size = 0
     for event in events:
         shards = ", ".join(str(s) for s in event.shards)
         kind = event.type.value
         emoji = _TYPE_EMOJI.get(kind, "•")
         line = f"{emoji} **{kind}** · shard {shards} · v{event.version} · {_when(event)}"
-        error = event.metadata.get("error") if event.type.value == "crash" else None
+        error = event.metadata.get("error") if kind == "crash" else None
         if error:
-            line += f"\n  `{defuse_mentions(str(error))[:120]}`"
+            text = defuse_mentions(str(error))[:120].replace("`", "'")
+            line += f"\n  `{text}`"
+        if size + len(line) + 1 > DESCRIPTION_LIMIT:
+            break
         lines.append(line)
-    embed.description = _clip("\n".join(lines), DESCRIPTION_LIMIT)
+        size += len(line) + 1
+    shown = len(lines)
+    title = (
+        f"🔄 Last {shown} restarts"
+        if shown == len(events)
+        else f"🔄 Last {shown} of {limit} restarts"
+    )
+    embed = discord.Embed(title=title, colour=discord.Colour.blurple())
+    embed.description = "\n".join(lines) if lines else "No restart recorded yet."
+    if shown < len(events):
+        embed.set_footer(text=f"{len(events) - shown} more did not fit: use a smaller limit")
     return embed
 
 
