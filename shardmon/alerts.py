@@ -213,3 +213,5 @@ class Alerter:
         record = {**asdict(alert), "delivery": outcomes, "delivered": delivered}
         pipe.lpush(self.keys.alerts, json.dumps(record, ensure_ascii=False))
         pipe.ltrim(self.keys.alerts, 0, ALERTS_CAP - 1)
+        if delivered:
+            pipe.hincrby(self.keys.alert_counts, f"{alert.rule}:{alert.kind}", 1)

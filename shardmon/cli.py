@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import logging
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -299,6 +300,30 @@ async def watch(store: Store, settings: Settings, args: argparse.Namespace) -> A
         await asyncio.sleep(args.every)
 
 
+async def serve_exporter(settings: Settings, host: str, port: int) -> None:
+    """`/metrics` until SIGTERM or SIGINT."""
+    from aiohttp import web
+
+    from shardmon.exporter import make_app
+
+    client = create_redis(settings.redis_url_or_default(), timeout_s=3)
+    store = Store(client, Keys(settings.deployment))
+    app = make_app(store, 3 * settings.sample_interval_s, settings.restart_window_s)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    print(f"serving http://{host}:{port}/metrics for deployment {settings.deployment}", flush=True)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    try:
+        await stopping.wait()
+    finally:
+        await runner.cleanup()
+        await client.aclose()
+
+
 def log_restart(settings: Settings, args: argparse.Namespace) -> int:
     """For deploy scripts: journal the event, write it to Redis, and say which happened."""
     from shardmon.api import persist_restart
@@ -363,6 +388,13 @@ def _parser() -> argparse.ArgumentParser:
     lr.add_argument("--version", help="the version now running")
     lr.add_argument("--changelog", help="what changed")
     lr.add_argument("--meta", type=_meta, action="append", metavar="KEY=VALUE", help="metadata")
+    e = commands.add_parser(
+        "exporter",
+        help="serve Prometheus metrics of the fleet",
+        description="Serve /metrics of the whole fleet, read from Redis.",
+    )
+    e.add_argument("--port", type=_bounded_int(1, 65535), default=9108, help="port (9108)")
+    e.add_argument("--host", default="127.0.0.1", help="address (127.0.0.1; 0.0.0.0 in containers)")
     d = commands.add_parser("demo", help="a monitored fleet with synthetic load",
                             description="Run a fleet of shard processes with synthetic load "
                             "against SHARDMON_REDIS_URL or an embedded Redis.")  # fmt: skip
@@ -393,6 +425,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "log-restart":
             return log_restart(settings, args)
+        if args.command == "exporter":
+            asyncio.run(serve_exporter(settings, args.host, args.port))
+            return 0
         result = asyncio.run(_run_read(args.command, settings, args))
     except SettingsError as exc:
         print(exc, file=sys.stderr)

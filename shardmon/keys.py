@@ -101,6 +101,12 @@ class Keys:
         return f"{self.prefix}active_alerts"
 
     @property
+    def alert_counts(self) -> str:
+        """HASH `<rule>:<kind>` -> alerts delivered ever: the exporter's counters (the capped
+        `alerts` list cannot count; not in DESIGN.md, see CHANGELOG)."""
+        return f"{self.prefix}alert_counts"
+
+    @property
     def alerts(self) -> str:
         """LIST newest-first JSON of alerts sent and resolved, capped at `ALERTS_CAP`."""
         return f"{self.prefix}alerts"
@@ -149,6 +155,7 @@ class Keys:
             KeyInfo("alert:<rule>:<shard>", "string", f"{p}alert:*", True, "muted alerts (TTL)"),
             KeyInfo("active_alerts", "hash", self.active_alerts, False, "resolutions owed"),
             KeyInfo("alerts", "list", self.alerts, False, "alerts sent, with delivery"),
+            KeyInfo("alert_counts", "hash", self.alert_counts, False, "alerts delivered ever"),
             KeyInfo("rollup:<minute>", "hash", f"{p}rollup:[0-9]*", True, "fleet minutes, 2 days"),
             KeyInfo("thresholds", "hash", self.thresholds, False, "runtime threshold overrides"),
             KeyInfo("alert_channels", "hash", self.alert_channels, False, "guild -> channel"),

@@ -26,6 +26,7 @@ import redis.asyncio as aioredis
 from shardmon.alerts import Alerter
 from shardmon.collector import Collector
 from shardmon.connection import REDIS_ERRORS
+from shardmon.health import HealthServer
 from shardmon.journal import Journal
 from shardmon.judge import FleetJudge
 from shardmon.keys import Keys
@@ -83,6 +84,7 @@ class MonitorConfig:
     leader_eligible: bool = True
     leader_lease_s: float = 15
     alert_dedupe_s: int = 300
+    health_port: int | None = None
 
     @property
     def thresholds(self) -> Thresholds:
@@ -198,6 +200,14 @@ class SystemMonitor:
         self._sync_lock = asyncio.Lock()
         self._last_refusal = ""
         self._started = False
+        #: Monotonic time of the last sampling tick, None before the first (for /healthz).
+        self.last_tick: float | None = None
+        self.health: HealthServer | None = None
+        if config.health_port is not None:
+            self.health = HealthServer(
+                lambda: self.last_tick, time.monotonic(), config.sample_interval_s,
+                self.store.client.ping, config.health_port,
+            )  # fmt: skip
         self._task: asyncio.Task[None] | None = None
         self._leader_tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
@@ -223,6 +233,9 @@ class SystemMonitor:
         await self._sync_with_redis()
         if self.redis_available:
             await self._write_shard_info()
+        if self.health is not None:
+            self.health.started = time.monotonic()
+            await self.health.start()
         self._stopping = asyncio.Event()  # one per run: ends every loop of this monitor
         if sample:
             self._task = asyncio.create_task(self._run(), name="shardmon-sampling")
@@ -247,6 +260,8 @@ class SystemMonitor:
         # redis-py on Python 3.11); a cancel then interrupts one waiting on Redis.
         self._started = False
         self._stopping.set()
+        if self.health is not None:
+            await self.health.stop()
         leader_tasks, self._leader_tasks = self._leader_tasks, []
         if leader_tasks:
             await asyncio.wait(leader_tasks, timeout=self.election.timing.call_timeout_s * 2)
@@ -286,6 +301,7 @@ class SystemMonitor:
     async def sample_once(self) -> list[Sample]:
         """Take one reading, make a sample per shard, and write them (or buffer them)."""
         metrics = await self.collector.collect_async()
+        self.last_tick = time.monotonic()
         self.metrics_history.append(metrics)
         samples = []
         for shard in self.config.shard_ids:

@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     alert_guild_ids: Annotated[list[int], NoDecode] = Field(
         default_factory=list, description="guilds whose channels may receive alerts; [] = any"
     )
+    health_port: int | None = Field(
+        default=None, ge=1, le=65535, description="serve /healthz of this process on this port"
+    )
     bot_token: SecretStr | None = Field(default=None, description="the reference bot's token")
     commands_require_manage_guild: bool = Field(
         default=True, description="slash commands only for members with Manage Server"
@@ -175,6 +178,7 @@ class Settings(BaseSettings):
             leader_eligible=self.leader_eligible,
             leader_lease_s=self.leader_lease_s,
             alert_dedupe_s=self.alert_dedupe_s,
+            health_port=self.health_port,
         )
 
 

@@ -224,6 +224,17 @@ class Store:
         raw = await self.client.lrange(self.keys.alerts, 0, limit - 1)
         return self._parsed(raw, _parse_alert_record, self.keys.alerts)
 
+    async def alert_counts(self) -> dict[tuple[str, str], int]:
+        """(rule, kind) -> alerts delivered ever; fields that do not parse are skipped."""
+        counts: dict[tuple[str, str], int] = {}
+        for field, value in (await self.client.hgetall(self.keys.alert_counts)).items():
+            rule, _, kind = str(field).rpartition(":")
+            if rule and str(value).isdigit():
+                counts[(rule, kind)] = int(value)
+            else:
+                self._count_skipped(self.keys.alert_counts, 1)
+        return counts
+
     async def leader(self) -> tuple[str | None, int, int]:
         """(leading node or None, its lease's milliseconds left, the current epoch)."""
         async with self.client.pipeline(transaction=False) as pipe:

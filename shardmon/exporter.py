@@ -1,0 +1,134 @@
+"""Prometheus metrics of the whole fleet, read from Redis at each scrape (`shardmon exporter`).
+
+One exporter serves the fleet: per-shard gauges from `latest` and `heartbeats`, restarts by
+shard and type, storm counts, the leader and its epoch, and alerts sent by rule and kind.
+The text format is Prometheus' exposition format 0.0.4 (`promtool check metrics` passes).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+
+import redis
+from aiohttp import web
+
+from shardmon.connection import REDIS_ERRORS
+from shardmon.models import Sample
+from shardmon.store import Store
+
+__all__ = ["make_app", "render_metrics"]
+
+log = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+class _Metrics:
+    """Collects samples family by family, each with its HELP and TYPE lines."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def family(
+        self, name: str, kind: str, help: str, samples: Iterable[tuple[dict[str, str], float]]
+    ) -> None:
+        self.lines.append(f"# HELP {name} {help}")
+        self.lines.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            if not math.isfinite(value):
+                continue
+            text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
+            self.lines.append(f"{name}{{{text}}} {value:g}" if text else f"{name} {value:g}")
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+def _latency(sample: Sample, now: float) -> float:
+    return math.nan if sample.latency_ms is None else sample.latency_ms / 1000
+
+
+#: Per-shard gauges: name suffix, help, value of a sample (at scrape time `now`).
+_PER_SHARD: list[tuple[str, str, Callable[[Sample, float], float]]] = [
+    ("cpu_percent", "CPU use of the shard's process or container, percent.", lambda x, _: x.cpu),
+    (
+        "memory_percent",
+        "Memory use, percent of the container limit or host.",
+        lambda x, _: x.memory,
+    ),
+    ("disk_percent", "Disk use of the shard's filesystem, percent.", lambda x, _: x.disk),
+    ("rss_bytes", "Resident memory of the shard's process.", lambda x, _: x.rss_mb * MIB),
+    ("guilds", "Guilds on the shard.", lambda x, _: float(x.guilds)),
+    ("users", "Members of the shard's guilds.", lambda x, _: float(x.users)),
+    ("gateway_latency_seconds", "Gateway heartbeat latency.", _latency),
+    ("sample_age_seconds", "Seconds since the shard's newest sample.", lambda x, now: now - x.ts),
+]
+
+
+async def render_metrics(store: Store, offline_after_s: float, restart_window_s: float) -> str:
+    """The fleet's metrics now, in the text exposition format."""
+    now = time.time()
+    summary = await store.fleet_summary(offline_after_s, now=now)
+    fleet, _, _ = await store.fleet_view(restart_window_s, now=now)
+    node, _, epoch = await store.leader()
+    events = await store.restart_history(limit=1_000_000)
+    alert_counts = await store.alert_counts()
+    m = _Metrics()
+    shards = summary.shards
+    up = [({"shard": str(s.shard)}, float(s.online)) for s in shards]
+    m.family("shardmon_shard_up", "gauge", "1 when the shard sent a heartbeat recently.", up)
+    sampled = [s.sample for s in shards if s.sample is not None]
+    for suffix, help, value in _PER_SHARD:
+        samples = [({"shard": str(x.shard)}, value(x, now)) for x in sampled]
+        m.family(f"shardmon_shard_{suffix}", "gauge", help, samples)
+    restarts = Counter((str(shard), e.type.value) for e in events for shard in e.shards)
+    m.family(
+        "shardmon_restarts_total", "counter", "Restarts recorded in Redis, by shard and type.",
+        [({"shard": s, "type": t}, float(n)) for (s, t), n in sorted(restarts.items())],
+    )  # fmt: skip
+    m.family(
+        "shardmon_restart_storm_restarts", "gauge",
+        f"Restarts of the shard within the storm window ({restart_window_s:g} s).",
+        [({"shard": str(s)}, float(n)) for s, n in sorted(fleet.restarts_in_window.items())],
+    )  # fmt: skip
+    m.family("shardmon_leader_epoch", "gauge", "Fencing epoch of the current leadership.",
+             [({}, float(epoch))])  # fmt: skip
+    m.family("shardmon_leader_info", "gauge", "1 for the node that leads now.",
+             [({"node": node}, 1.0)] if node else [])  # fmt: skip
+    m.family(
+        "shardmon_alerts_total", "counter", "Alerts delivered, by rule and kind.",
+        [({"rule": r, "kind": k}, float(n)) for (r, k), n in sorted(alert_counts.items())],
+    )  # fmt: skip
+    m.family(
+        "shardmon_malformed_values_skipped_total", "counter",
+        "Values in Redis this exporter skipped because they did not parse, by key.",
+        [({"key": key}, float(n)) for key, n in sorted(store.skipped.items())],
+    )  # fmt: skip
+    m.family("shardmon_scrape_duration_seconds", "gauge", "Time this scrape took.",
+             [({}, time.time() - now)])  # fmt: skip
+    return m.text()
+
+
+def make_app(store: Store, offline_after_s: float, restart_window_s: float) -> web.Application:
+    """An aiohttp app serving `/metrics`; a Redis outage answers 503 with the reason."""
+
+    async def metrics(request: web.Request) -> web.Response:
+        try:
+            text = await render_metrics(store, offline_after_s, restart_window_s)
+        except (*REDIS_ERRORS, redis.RedisError) as exc:
+            log.warning("scrape failed: Redis unavailable (%s)", type(exc).__name__)
+            return web.Response(status=503, text=f"Redis unavailable: {type(exc).__name__}\n")
+        return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    return app

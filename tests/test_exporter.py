@@ -1,0 +1,102 @@
+"""/metrics of a real fleet (checked by promtool) and each process's /healthz."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import re
+import shutil
+from pathlib import Path
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+from aiohttp.test_utils import TestClient, TestServer
+from redis_server import RedisServer, free_port
+
+from shardmon.connection import create_redis
+from shardmon.exporter import make_app
+from shardmon.keys import Keys
+from shardmon.monitor import GatewayStats, MonitorConfig, SystemMonitor
+from shardmon.store import Store
+
+
+async def _fleet(config: MonitorConfig, client: aioredis.Redis, tmp_path: Path) -> None:
+    for shard in (0, 1):
+        monitor = SystemMonitor(
+            dataclasses.replace(config, shard_ids=(shard,), node=f"h:{shard}",
+                                journal_path=tmp_path / f"{shard}.log"),
+            client, gateway=lambda s: GatewayStats(42.0, 7, 70),
+        )  # fmt: skip
+        await monitor.sample_once()
+        await monitor.log_restart("startup")
+    for _ in range(3):
+        await monitor.log_restart("crash")
+    await client.set(Keys(config.deployment).leader, "h:1")
+    await client.set(Keys(config.deployment).leader_epoch, "4")
+    await client.hset(Keys(config.deployment).alert_counts, mapping={"memory:alert": 2, "bad": "x"})
+
+
+async def _scrape(store: Store) -> tuple[int, str, str]:
+    app = make_app(store, offline_after_s=180, restart_window_s=3600)
+    async with TestClient(TestServer(app)) as http:
+        response = await http.get("/metrics")
+        return response.status, response.headers["Content-Type"], await response.text()
+
+
+async def test_metrics_of_the_fleet_pass_promtool(
+    config: MonitorConfig, client: aioredis.Redis, keys: Keys, tmp_path: Path
+) -> None:
+    await _fleet(config, client, tmp_path)
+    status, content_type, text = await _scrape(Store(client, keys))
+    assert status == 200 and content_type.startswith("text/plain; version=0.0.4")
+    assert 'shardmon_shard_up{shard="1"} 1' in text
+    assert 'shardmon_shard_guilds{shard="0"} 7' in text
+    assert 'shardmon_shard_gateway_latency_seconds{shard="0"} 0.042' in text
+    assert 'shardmon_restarts_total{shard="1",type="crash"} 3' in text
+    assert 'shardmon_restart_storm_restarts{shard="1"} 4' in text
+    assert 'shardmon_leader_info{node="h:1"} 1' in text and "shardmon_leader_epoch 4" in text
+    assert 'shardmon_alerts_total{rule="memory",kind="alert"} 2' in text
+    assert re.search(r'shardmon_malformed_values_skipped_total\{key="[^"]+alert_counts"\} 1', text)
+    promtool = shutil.which("promtool")
+    assert promtool is not None, "promtool is missing: `make test` installs Debian's prometheus"
+    check = await asyncio.create_subprocess_exec(
+        promtool, "check", "metrics", stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    report, _ = await check.communicate(text.encode())
+    assert check.returncode == 0, report.decode()
+
+
+async def test_metrics_say_503_while_redis_is_down(own_redis: RedisServer, keys: Keys) -> None:
+    client = create_redis(own_redis.url, timeout_s=0.3)
+    own_redis.kill()
+    status, _, text = await _scrape(Store(client, keys))
+    assert status == 503 and text.startswith("Redis unavailable")
+    await client.aclose()
+
+
+async def test_healthz_follows_the_sampling_loop_and_redis(
+    config: MonitorConfig, own_redis: RedisServer
+) -> None:
+    port = free_port()
+    client = create_redis(own_redis.url, timeout_s=0.3)
+    monitor = SystemMonitor(
+        dataclasses.replace(config, health_port=port, sample_interval_s=0.2, leader_eligible=False),
+        client,
+    )
+    await monitor.start()
+    url = f"http://127.0.0.1:{port}/healthz"
+    async with aiohttp.ClientSession() as http:
+        await asyncio.sleep(0.3)
+        async with http.get(url) as response:
+            assert response.status == 200 and (await response.json())["redis"] == "ok"
+        own_redis.kill()
+        async with http.get(url) as response:
+            report = await response.json()
+            assert response.status == 503 and report["status"] == "unhealthy"
+        own_redis.start()
+        await monitor.stop()  # the loop stops: only a started monitor serves /healthz
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await http.get(url)
+    await client.aclose()
