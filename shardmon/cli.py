@@ -20,8 +20,9 @@ from typing import Any
 import redis
 
 from shardmon.connection import REDIS_ERRORS, create_redis, redact_url
+from shardmon.journal import Journal
 from shardmon.keys import Keys
-from shardmon.models import RestartType
+from shardmon.models import MalformedData, RestartType, parse_event
 from shardmon.render import format_uptime, status_emoji, table
 from shardmon.settings import Settings, SettingsError, load_settings
 from shardmon.stats import Spread
@@ -300,6 +301,32 @@ async def watch(store: Store, settings: Settings, args: argparse.Namespace) -> A
         await asyncio.sleep(args.every)
 
 
+async def prune(store: Store, settings: Settings, args: argparse.Namespace) -> Any:
+    """Restart history retention: Redis, and this host's journal into a gzip archive."""
+    before = time.time() - args.older_than
+    fleet, per_shard = await store.prune_restarts(before)
+    journal = Journal(settings.journal_path)
+    archive = journal.path.with_name(f"{journal.path.name}.{time.strftime('%Y%m%d-%H%M%S')}.gz")
+
+    def keep(line: str) -> bool:
+        try:
+            return bool(parse_event(line).ts >= before)
+        except MalformedData:
+            return True  # not ours to judge: it stays where an operator can read it
+
+    archived, kept = await asyncio.to_thread(journal.rotate, keep, archive)
+    result = {"before": before, "redis_fleet_removed": fleet, "redis_shard_removed": per_shard,
+              "journal_archived": archived, "journal_kept": kept,
+              "archive": str(archive) if archived else None}  # fmt: skip
+    if args.json:
+        return result
+    cutoff = time.strftime("%Y-%m-%d %H:%M", time.gmtime(before))
+    text = f"restarts before {cutoff} UTC: {fleet} removed from Redis ({per_shard} from shard sets)"
+    if archived:
+        return text + f"\njournal: {archived} lines moved to {archive}, {kept} kept"
+    return text + f"\njournal: nothing older ({kept} lines kept)"
+
+
 async def serve_exporter(settings: Settings, host: str, port: int) -> None:
     """`/metrics` until SIGTERM or SIGINT."""
     from aiohttp import web
@@ -346,7 +373,7 @@ def log_restart(settings: Settings, args: argparse.Namespace) -> int:
 
 READ_COMMANDS: dict[str, Callable[[Store, Settings, argparse.Namespace], Awaitable[Any]]] = {
     "status": status, "restarts": restarts, "stats": stats, "performance": performance,
-    "alerts": alerts, "keys": keys, "thresholds": thresholds, "watch": watch,
+    "alerts": alerts, "keys": keys, "thresholds": thresholds, "watch": watch, "prune": prune,
 }  # fmt: skip
 
 
@@ -377,6 +404,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("rule", nargs="?", help=", ".join(THRESHOLD_RULES))
     t.add_argument("value", nargs="?", type=float, help="the new value (set)")
     t.add_argument("--shard", type=_bounded_int(0, 100_000), help="for one shard only")
+    pr = add("prune", "drop restart history older than a cutoff; archive the local journal")
+    pr.add_argument("--older-than", type=_duration, required=True, help="e.g. 90d, 12h")
     w = add("watch", "the status view, refreshed until Ctrl-C")
     w.add_argument("--every", type=_duration, default=2.0, help="seconds between refreshes (2)")
     lr = commands.add_parser(

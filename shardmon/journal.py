@@ -8,8 +8,10 @@ take an exclusive `flock`, so lines never interleave.
 from __future__ import annotations
 
 import fcntl
+import gzip
 import os
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 __all__ = ["Journal"]
@@ -39,6 +41,36 @@ class Journal:
             os.fsync(fd)
         finally:
             os.close(fd)  # closing releases the lock
+
+    def rotate(self, keep: Callable[[str], bool], archive: Path) -> tuple[int, int]:
+        """Move the lines `keep` refuses into the gzip `archive` (appended to if it exists);
+        the rest stay. Rewritten in place under the lock, so writers waiting on it append to
+        the same file afterwards. Returns (archived, kept)."""
+        try:
+            fd = os.open(self.path, os.O_RDWR)
+        except FileNotFoundError:
+            return 0, 0
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            with os.fdopen(os.dup(fd), "r+b") as handle:
+                lines = [
+                    line
+                    for line in handle.read().decode("utf-8", "replace").splitlines()
+                    if line.strip()
+                ]
+                kept = [line for line in lines if keep(line)]
+                moved = [line for line in lines if not keep(line)]
+                if moved:
+                    with gzip.open(archive, "at", encoding="utf-8") as out:
+                        out.write("".join(line + "\n" for line in moved))
+                    handle.seek(0)
+                    handle.truncate()
+                    handle.write("".join(line + "\n" for line in kept).encode("utf-8"))
+                    handle.flush()
+                    os.fsync(handle.fileno())
+        finally:
+            os.close(fd)
+        return len(moved), len(kept)
 
     def lines(self) -> list[str]:
         """Every non-empty line, oldest first; [] when there is no journal yet."""

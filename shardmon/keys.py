@@ -125,6 +125,12 @@ class Keys:
         return f"{self.prefix}rollup:h:{hour_start}"
 
     @property
+    def retention(self) -> str:
+        """HASH `restarts_before` -> epoch seconds of the last prune: journal replays skip
+        older events, so a prune is not undone by another host's journal (see CHANGELOG)."""
+        return f"{self.prefix}retention"
+
+    @property
     def thresholds(self) -> str:
         """HASH `<rule>` or `<rule>:<shard>` -> value: runtime overrides read by the leader."""
         return f"{self.prefix}thresholds"
@@ -158,6 +164,7 @@ class Keys:
             KeyInfo("alert_counts", "hash", self.alert_counts, False, "alerts delivered ever"),
             KeyInfo("rollup:<minute>", "hash", f"{p}rollup:[0-9]*", True, "fleet minutes, 2 days"),
             KeyInfo("thresholds", "hash", self.thresholds, False, "runtime threshold overrides"),
+            KeyInfo("retention", "hash", self.retention, False, "cutoff of the last prune"),
             KeyInfo("alert_channels", "hash", self.alert_channels, False, "guild -> channel"),
         ]
 

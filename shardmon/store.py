@@ -176,6 +176,13 @@ class Store:
         if bad:
             log.warning("%d journal line(s) skipped: not restart events", bad)
             self.skipped["journal"] += bad
+        cutoff = await self.client.hget(self.keys.retention, "restarts_before")
+        try:
+            pruned_before = float(cutoff) if cutoff is not None else -math.inf
+        except ValueError:
+            pruned_before = -math.inf
+            self._count_skipped(self.keys.retention, 1)
+        events = [(e, line) for e, line in events if e.ts >= pruned_before]  # pruned stays so
         if not events:
             return 0
         async with self.client.pipeline(transaction=False) as pipe:
@@ -399,6 +406,17 @@ class Store:
             else:
                 counts[info.name] = int(await self.client.exists(info.key))
         return counts
+
+    async def prune_restarts(self, before: float) -> tuple[int, int]:
+        """Remove restart events older than `before` from `restarts` and every
+        `restarts:<shard>`: (removed from the fleet set, removed from the shard sets)."""
+        await self.client.hset(self.keys.retention, "restarts_before", repr(before))
+        fleet = int(await self.client.zremrangebyscore(self.keys.restarts, "-inf", f"({before}"))
+        pattern = next(i.key for i in self.keys.layout() if i.name == "restarts:<shard>")
+        per_shard = 0
+        async for key in self.client.scan_iter(pattern, count=1000):
+            per_shard += int(await self.client.zremrangebyscore(key, "-inf", f"({before}"))
+        return fleet, per_shard
 
     async def thresholds(self) -> dict[str, str]:
         raw = await self.client.hgetall(self.keys.thresholds)

@@ -15,6 +15,7 @@ from shardmon.connection import create_redis
 from shardmon.keys import Keys
 from shardmon.monitor import GatewayStats, SystemMonitor
 from shardmon.settings import load_settings
+from shardmon.store import Store
 
 
 async def _write_fleet(redis_url: str, tmp_path: Path) -> None:
@@ -141,3 +142,48 @@ def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])
     assert exit_info.value.code == 0 and "usage: shardmon" in capsys.readouterr().out
+
+
+def test_prune_drops_old_history_in_redis_and_archives_the_journal(
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import gzip
+    import time
+
+    from helpers import event
+
+    monkeypatch.setenv("SHARDMON_REDIS_URL", redis_url)
+    monkeypatch.setenv("SHARDMON_DEPLOYMENT", "pruned")
+    now = time.time()
+    old, recent = event("crash", shards=(1,), at=now - 100 * 86400), event("startup", at=now - 60)
+    journal = tmp_path / "logs" / "system_restarts.log"
+    journal.parent.mkdir()
+    journal.write_text(f"{old.to_json()}\nnot an event\n{recent.to_json()}\n")
+    keys = Keys("pruned")
+    with redis.Redis.from_url(redis_url, decode_responses=True) as client:
+        for e in (old, recent):
+            client.zadd(keys.restarts, {e.to_json(): e.ts})
+            client.zadd(keys.shard_restarts(e.shard), {e.to_json(): e.ts})
+        code, out, _ = run(capsys, "prune", "--older-than", "90d")
+        assert code == 0 and "1 removed from Redis (1 from shard sets)" in out
+        assert client.zrange(keys.restarts, 0, -1) == [recent.to_json()]
+        assert client.zcard(keys.shard_restarts(1)) == 0
+    assert journal.read_text().splitlines() == ["not an event", recent.to_json()]
+    [archive] = journal.parent.glob("system_restarts.log.*.gz")
+    with gzip.open(archive, "rt") as archived:
+        assert archived.read().splitlines() == [old.to_json()]
+    # A journal elsewhere that still has the old event does not bring it back.
+    with redis.Redis.from_url(redis_url, decode_responses=True) as client:
+        store = Store(create_redis(redis_url), keys)
+        assert asyncio.run(_replay(store, [old.to_json(), recent.to_json()])) == 0
+        assert client.zrange(keys.restarts, 0, -1) == [recent.to_json()]
+
+
+async def _replay(store: Store, lines: list[str]) -> int:
+    try:
+        return await store.replay_restarts(lines)
+    finally:
+        await store.client.aclose()
