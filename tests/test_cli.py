@@ -124,6 +124,10 @@ def test_a_wrong_redis_url_is_one_clear_line(
         (["restarts", "--type", "reboot"], "invalid choice"),
         (["log-restart", "deployment", "--meta", "oops"], "not key=value"),
         (["watch", "--every", "x"], "duration"),
+        (["demo", "--shards", "0"], "outside 1..64"),
+        (["demo", "--duration", "5"], "outside 30..3600"),
+        (["exporter", "--port", "70000"], "outside 1..65535"),
+        (["prune"], "--older-than"),
     ],
 )
 def test_bad_arguments_get_a_clear_error(
@@ -137,7 +141,7 @@ def test_bad_arguments_get_a_clear_error(
 COMMANDS = ["status", "restarts", "stats", "performance", "alerts", "keys", "thresholds", "watch"]
 
 
-@pytest.mark.parametrize("command", [*COMMANDS, "log-restart", "demo"])
+@pytest.mark.parametrize("command", [*COMMANDS, "prune", "log-restart", "exporter", "demo"])
 def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])

@@ -89,21 +89,6 @@ def test_embedded_redis_runs_the_store_scripts(prefer_server: bool) -> None:
         gone.ping()
 
 
-@pytest.mark.parametrize(
-    ("argv", "message"),
-    [
-        (["demo", "--shards", "0"], "outside 1..64"),
-        (["demo", "--duration", "5"], "outside 30..3600"),
-    ],
-)
-def test_cli_rejects_out_of_range_arguments(
-    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2 and message in capsys.readouterr().err
-
-
 def test_cli_reports_invalid_settings_without_a_traceback(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
