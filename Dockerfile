@@ -4,7 +4,8 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY shardmon ./shardmon
 COPY cogs ./cogs
-RUN pip install --no-cache-dir . && useradd --create-home shardmon
+RUN pip install --no-cache-dir . && useradd --create-home shardmon \
+    && mkdir -p /home/shardmon/logs && chown shardmon:shardmon /home/shardmon/logs
 USER shardmon
 WORKDIR /home/shardmon
 CMD ["python", "-m", "shardmon.bot"]

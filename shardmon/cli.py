@@ -334,8 +334,8 @@ async def serve_exporter(settings: Settings, host: str, port: int) -> None:
     from shardmon.exporter import make_app
 
     client = create_redis(settings.redis_url_or_default(), timeout_s=3)
-    store = Store(client, Keys(settings.deployment))
-    app = make_app(store, 3 * settings.sample_interval_s, settings.restart_window_s)
+    keys = Keys(settings.deployment)
+    app = make_app(client, keys, 3 * settings.sample_interval_s, settings.restart_window_s)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()

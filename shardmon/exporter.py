@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable
 
 import redis
+import redis.asyncio as aioredis
 from aiohttp import web
 
 from shardmon.connection import REDIS_ERRORS
+from shardmon.keys import Keys
 from shardmon.models import Sample
 from shardmon.store import Store
 
@@ -47,7 +48,8 @@ class _Metrics:
             if not math.isfinite(value):
                 continue
             text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
-            self.lines.append(f"{name}{{{text}}} {value:g}" if text else f"{name} {value:g}")
+            number = repr(float(value))  # every digit: 98765432.0, not 9.87654e+07
+            self.lines.append(f"{name}{{{text}}} {number}" if text else f"{name} {number}")
 
     def text(self) -> str:
         return "\n".join(self.lines) + "\n"
@@ -80,7 +82,7 @@ async def render_metrics(store: Store, offline_after_s: float, restart_window_s:
     summary = await store.fleet_summary(offline_after_s, now=now)
     fleet, _, _ = await store.fleet_view(restart_window_s, now=now)
     node, _, epoch = await store.leader()
-    events = await store.restart_history(limit=1_000_000)
+    restart_counts = await store.restart_counts()
     alert_counts = await store.alert_counts()
     m = _Metrics()
     shards = summary.shards
@@ -90,10 +92,9 @@ async def render_metrics(store: Store, offline_after_s: float, restart_window_s:
     for suffix, help, value in _PER_SHARD:
         samples = [({"shard": str(x.shard)}, value(x, now)) for x in sampled]
         m.family(f"shardmon_shard_{suffix}", "gauge", help, samples)
-    restarts = Counter((str(shard), e.type.value) for e in events for shard in e.shards)
     m.family(
-        "shardmon_restarts_total", "counter", "Restarts recorded in Redis, by shard and type.",
-        [({"shard": s, "type": t}, float(n)) for (s, t), n in sorted(restarts.items())],
+        "shardmon_restarts_total", "counter", "Restarts recorded, by shard and type.",
+        [({"shard": str(s), "type": t}, float(n)) for (s, t), n in sorted(restart_counts.items())],
     )  # fmt: skip
     m.family(
         "shardmon_restart_storm_restarts", "gauge",
@@ -109,8 +110,8 @@ async def render_metrics(store: Store, offline_after_s: float, restart_window_s:
         [({"rule": r, "kind": k}, float(n)) for (r, k), n in sorted(alert_counts.items())],
     )  # fmt: skip
     m.family(
-        "shardmon_malformed_values_skipped_total", "counter",
-        "Values in Redis this exporter skipped because they did not parse, by key.",
+        "shardmon_malformed_values", "gauge",
+        "Values in Redis that did not parse at this scrape, by key (skipped).",
         [({"key": key}, float(n)) for key, n in sorted(store.skipped.items())],
     )  # fmt: skip
     m.family("shardmon_scrape_duration_seconds", "gauge", "Time this scrape took.",
@@ -118,12 +119,18 @@ async def render_metrics(store: Store, offline_after_s: float, restart_window_s:
     return m.text()
 
 
-def make_app(store: Store, offline_after_s: float, restart_window_s: float) -> web.Application:
+def make_app(
+    client: aioredis.Redis, keys: Keys, offline_after_s: float, restart_window_s: float
+) -> web.Application:
     """An aiohttp app serving `/metrics`; a Redis outage answers 503 with the reason."""
 
     async def metrics(request: web.Request) -> web.Response:
+        store = Store(client, keys)  # a store per scrape: its skipped counts are this scrape's
         try:
             text = await render_metrics(store, offline_after_s, restart_window_s)
+        except redis.ResponseError as exc:
+            log.warning("scrape failed: Redis refused a read (%s)", exc)
+            return web.Response(status=503, text=f"Redis refused a read: {exc}\n")
         except (*REDIS_ERRORS, redis.RedisError) as exc:
             log.warning("scrape failed: Redis unavailable (%s)", type(exc).__name__)
             return web.Response(status=503, text=f"Redis unavailable: {type(exc).__name__}\n")

@@ -125,6 +125,12 @@ class Keys:
         return f"{self.prefix}rollup:h:{hour_start}"
 
     @property
+    def restart_counts(self) -> str:
+        """HASH `<shard>:<type>` -> restarts ever recorded: the exporter's counters, which a
+        prune does not lower (not in DESIGN.md, see CHANGELOG)."""
+        return f"{self.prefix}restart_counts"
+
+    @property
     def retention(self) -> str:
         """HASH `restarts_before` -> epoch seconds of the last prune: journal replays skip
         older events, so a prune is not undone by another host's journal (see CHANGELOG)."""
@@ -165,6 +171,7 @@ class Keys:
             KeyInfo("rollup:<minute>", "hash", f"{p}rollup:[0-9]*", True, "fleet minutes, 2 days"),
             KeyInfo("thresholds", "hash", self.thresholds, False, "runtime threshold overrides"),
             KeyInfo("retention", "hash", self.retention, False, "cutoff of the last prune"),
+            KeyInfo("restart_counts", "hash", self.restart_counts, False, "restarts ever, by type"),
             KeyInfo("alert_channels", "hash", self.alert_channels, False, "guild -> channel"),
         ]
 

@@ -50,7 +50,13 @@ def lua(name: str) -> str:
 
 
 def _restart_keys(keys: Keys, event: RestartEvent) -> list[str]:
-    return [keys.restarts, *(keys.shard_restarts(shard) for shard in event.shards)]
+    shard_sets = (keys.shard_restarts(shard) for shard in event.shards)
+    return [keys.retention, keys.restart_counts, keys.restarts, *shard_sets]
+
+
+def _restart_args(event: RestartEvent, member: str) -> list[str | float]:
+    """Score, member (the JSON kept byte for byte), type and shards (for the counts)."""
+    return [event.ts, member, event.type.value, *(str(shard) for shard in event.shards)]
 
 
 def _scaled(value: float | None) -> int | str:
@@ -83,7 +89,7 @@ def _parse_journal(lines: Sequence[str]) -> tuple[list[tuple[RestartEvent, str]]
 def record_restart_sync(client: redis.Redis, keys: Keys, event: RestartEvent) -> bool:
     """Blocking twin of `Store.record_restart`, for the seed's log functions."""
     script = client.register_script(lua("record_restart"))
-    return bool(script(keys=_restart_keys(keys, event), args=[event.ts, event.to_json()]))
+    return bool(script(keys=_restart_keys(keys, event), args=_restart_args(event, event.to_json())))
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,9 +171,10 @@ class Store:
 
     async def record_restart(self, event: RestartEvent) -> bool:
         """ZADD NX the event into `restarts` and its shards' sets; False if already there."""
-        member = event.to_json()
         keys = _restart_keys(self.keys, event)
-        return bool(await self._record_restart(keys=keys, args=[event.ts, member]))
+        return bool(
+            await self._record_restart(keys=keys, args=_restart_args(event, event.to_json()))
+        )
 
     async def replay_restarts(self, lines: Sequence[str]) -> int:
         """Record journal lines (each an event JSON, kept byte for byte); returns how many
@@ -176,19 +183,14 @@ class Store:
         if bad:
             log.warning("%d journal line(s) skipped: not restart events", bad)
             self.skipped["journal"] += bad
-        cutoff = await self.client.hget(self.keys.retention, "restarts_before")
-        try:
-            pruned_before = float(cutoff) if cutoff is not None else -math.inf
-        except ValueError:
-            pruned_before = -math.inf
-            self._count_skipped(self.keys.retention, 1)
-        events = [(e, line) for e, line in events if e.ts >= pruned_before]  # pruned stays so
         if not events:
             return 0
         async with self.client.pipeline(transaction=False) as pipe:
             for event, line in events:
                 await self._record_restart(
-                    keys=_restart_keys(self.keys, event), args=[event.ts, line], client=pipe
+                    keys=_restart_keys(self.keys, event),
+                    args=_restart_args(event, line),
+                    client=pipe,
                 )
             return sum(int(added) for added in await pipe.execute())
 
@@ -230,6 +232,17 @@ class Store:
         """The newest alert records (sent or resolved, with their delivery), newest first."""
         raw = await self.client.lrange(self.keys.alerts, 0, limit - 1)
         return self._parsed(raw, _parse_alert_record, self.keys.alerts)
+
+    async def restart_counts(self) -> dict[tuple[int, str], int]:
+        """(shard, type) -> restarts ever recorded (never lowered by a prune: a counter)."""
+        counts: dict[tuple[int, str], int] = {}
+        for field, value in (await self.client.hgetall(self.keys.restart_counts)).items():
+            shard, _, kind = str(field).partition(":")
+            if shard.isdigit() and kind and str(value).isdigit():
+                counts[(int(shard), kind)] = int(value)
+            else:
+                self._count_skipped(self.keys.restart_counts, 1)
+        return counts
 
     async def alert_counts(self) -> dict[tuple[str, str], int]:
         """(rule, kind) -> alerts delivered ever; fields that do not parse are skipped."""
@@ -410,6 +423,8 @@ class Store:
     async def prune_restarts(self, before: float) -> tuple[int, int]:
         """Remove restart events older than `before` from `restarts` and every
         `restarts:<shard>`: (removed from the fleet set, removed from the shard sets)."""
+        if not math.isfinite(before):
+            raise ValueError(f"prune cutoff {before!r} is not a time")
         await self.client.hset(self.keys.retention, "restarts_before", repr(before))
         fleet = int(await self.client.zremrangebyscore(self.keys.restarts, "-inf", f"({before}"))
         pattern = next(i.key for i in self.keys.layout() if i.name == "restarts:<shard>")
