@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import signal
 import sys
 import time
@@ -19,7 +20,7 @@ from typing import Any
 
 import redis
 
-from shardmon.connection import REDIS_ERRORS, create_redis, redact_url
+from shardmon.connection import create_redis, redact_url
 from shardmon.journal import Journal
 from shardmon.keys import Keys
 from shardmon.models import MalformedData, RestartType, parse_event
@@ -64,11 +65,9 @@ def _duration(text: str) -> float:
     try:
         value = float(number) * units[unit]
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a duration like 90d, 12h or 30m"
-        ) from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError("the duration must be positive")
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 90d, 12h or 30m")
     return value
 
 
@@ -115,12 +114,15 @@ async def status(store: Store, settings: Settings, args: argparse.Namespace) -> 
             ],
         }  # fmt: skip
     warn, critical = settings.warn_level, settings.memory_critical
-    health = "🔴 needs attention" if summary.offline else "🟢 healthy"
+    seen = {s.shard for s in summary.shards}
+    never = [s for s in range(settings.shard_count) if s not in seen]
+    health = "🔴 needs attention" if summary.offline or never else "🟢 healthy"
     uptime = format_uptime(now - summary.oldest_start) if summary.oldest_start else "unknown"
     lines = [
         f"deployment {settings.deployment}: {health}",
-        f"  shards    🟢 {summary.online} online, 🔴 {summary.offline} offline "
-        f"({settings.shard_count} configured)",
+        f"  shards    🟢 {summary.online} online, 🔴 {summary.offline} offline"
+        + (f", ⚪ {len(never)} never seen" if never else "")
+        + f" ({settings.shard_count} configured)",
         f"  uptime    {uptime} (oldest shard)",
         f"  memory    {_spread(summary.memory, warn, critical)}",
         f"  cpu       {_spread(summary.cpu, warn, settings.cpu_critical)}",
@@ -291,6 +293,10 @@ async def thresholds(store: Store, settings: Settings, args: argparse.Namespace)
 async def watch(store: Store, settings: Settings, args: argparse.Namespace) -> Any:
     while True:
         view = await status(store, settings, args)
+        if args.json:
+            print(json.dumps(view, ensure_ascii=False, default=str), flush=True)
+            await asyncio.sleep(args.every)
+            continue
         print(
             "\033[2J\033[H"
             + time.strftime("%H:%M:%S ")
@@ -464,11 +470,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         print(f"shardmon: {exc}", file=sys.stderr)
         return 1
-    except (*REDIS_ERRORS, redis.RedisError) as exc:
+    except redis.ResponseError as exc:
+        print(f"shardmon: Redis refused a command (a key written by hand?): {exc}", file=sys.stderr)
+        return 1
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
         url = redact_url(load_settings().redis_url_or_default())
         print(
             f"shardmon: could not reach Redis at {url} (SHARDMON_REDIS_URL): {exc}", file=sys.stderr
         )
+        return 1
+    except OSError as exc:  # a busy exporter port, an unwritable journal folder, ...
+        print(f"shardmon: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -12,6 +12,7 @@ from typing import Annotated
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from redis.connection import parse_url
 
 from shardmon.monitor import MonitorConfig
 from shardmon.sinks import LogSink, Sink
@@ -142,6 +143,10 @@ class Settings(BaseSettings):
             url = self.redis_url.get_secret_value()
             if not url.startswith(("redis://", "rediss://", "unix://")):
                 raise ValueError("redis_url: must start with redis://, rediss:// or unix://")
+            try:
+                parse_url(url)  # type: ignore[no-untyped-call]
+            except ValueError:  # its message may quote the URL, password included
+                raise ValueError("redis_url: not a valid Redis URL (check port and db)") from None
         return self
 
     def redis_url_or_default(self) -> str:

@@ -68,13 +68,25 @@ def _minute(ts: float) -> int:
 
 
 def _parse_alert_record(raw: str | bytes) -> dict[str, Any]:
+    """An alert record as `Alerter` writes it; anything else is MalformedData."""
     try:
         record = json.loads(raw)
     except ValueError:
         raise MalformedData("not JSON") from None
-    if not isinstance(record, dict) or not {"ts", "kind", "rule", "title"} <= record.keys():
+    valid = (
+        isinstance(record, dict)
+        and isinstance(record.get("ts"), int | float)
+        and math.isfinite(record["ts"])
+        and 0 <= record["ts"] < 32503680000  # before the year 3000: gmtime can show it
+        and all(isinstance(record.get(k), str) for k in ("id", "kind", "rule", "title", "node"))
+        and isinstance(record.get("shards"), list)
+        and all(isinstance(s, int) for s in record["shards"])
+        and isinstance(record.get("delivery", {}), dict)
+        and isinstance(record.get("epoch", 0), int)
+    )
+    if not valid:
         raise MalformedData("not an alert record")
-    return record
+    return dict(record)
 
 
 def _parse_journal(lines: Sequence[str]) -> tuple[list[tuple[RestartEvent, str]], int]:

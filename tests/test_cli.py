@@ -128,6 +128,8 @@ def test_a_wrong_redis_url_is_one_clear_line(
         (["demo", "--duration", "5"], "outside 30..3600"),
         (["exporter", "--port", "70000"], "outside 1..65535"),
         (["prune"], "--older-than"),
+        (["prune", "--older-than", "nan"], "not a duration"),
+        (["prune", "--older-than", "infd"], "not a duration"),
     ],
 )
 def test_bad_arguments_get_a_clear_error(
@@ -191,3 +193,23 @@ async def _replay(store: Store, lines: list[str]) -> int:
         return await store.replay_restarts(lines)
     finally:
         await store.client.aclose()
+
+
+def test_garbage_alert_records_are_skipped_and_watch_json_works(
+    fleet: Keys, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with redis.Redis.from_url(redis_url) as client:
+        for bad in ('{"ts": "x"}', '{"ts": 1e999, "kind": "alert"}', "[1]", b"\xff"):
+            client.lpush(fleet.alerts, bad)
+    code, out, err = run(capsys, "alerts")
+    assert code == 0 and out.strip() == "no alerts" and "Traceback" not in err
+
+
+def test_a_wrong_type_key_is_reported_as_such(
+    fleet: Keys, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with redis.Redis.from_url(redis_url) as client:
+        client.delete(fleet.latest)
+        client.set(fleet.latest, "written by hand")
+    code, _, err = run(capsys, "status")
+    assert code == 1 and "Redis refused a command" in err and "WRONGTYPE" in err

@@ -57,6 +57,7 @@ def test_shard_ids_accept_list_csv_and_range(monkeypatch: pytest.MonkeyPatch, ra
         ("SHARDMON_WARN_LEVEL", "90", "warn_level"),
         ("SHARDMON_RESTART_ALERT_THRESHOLD", "0", "SHARDMON_RESTART_ALERT_THRESHOLD"),
         ("SHARDMON_REDIS_URL", "http://example", "redis_url"),
+        ("SHARDMON_REDIS_URL", "redis://host:abc/0", "redis_url"),
     ],
 )
 def test_invalid_values_fail_at_start_naming_the_field(
