@@ -433,7 +433,7 @@ def _parser() -> argparse.ArgumentParser:
     d = commands.add_parser("demo", help="a monitored fleet with synthetic load",
                             description="Run a fleet of shard processes with synthetic load "
                             "against SHARDMON_REDIS_URL or an embedded Redis.")  # fmt: skip
-    d.add_argument("--shards", type=_bounded_int(1, 64), default=4, help="shards (4)")
+    d.add_argument("--shards", type=_bounded_int(3, 64), default=4, help="shards, 3 or more (4)")
     d.add_argument("--duration", type=_bounded_int(30, 3600), default=60, help="seconds (60)")
     return parser
 
@@ -456,8 +456,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from shardmon.demo import run_demo
 
-            run_demo(shards=args.shards, duration_s=args.duration)
-            return 0
+            return 0 if run_demo(shards=args.shards, duration_s=args.duration) else 1
         if args.command == "log-restart":
             return log_restart(settings, args)
         if args.command == "exporter":
@@ -478,6 +477,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"shardmon: could not reach Redis at {url} (SHARDMON_REDIS_URL): {exc}", file=sys.stderr
         )
+        return 1
+    except RuntimeError as exc:  # the demo refusing a running fleet
+        print(f"shardmon: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # a busy exporter port, an unwritable journal folder, ...
         print(f"shardmon: {exc}", file=sys.stderr)

@@ -116,6 +116,7 @@ class _Demo:
         self.started = time.monotonic()
         self.seen_alerts: set[str] = set()
         self.crashes_left = 3
+        self.failures: list[str] = []
 
     def say(self, text: str) -> None:
         print(f"  {time.monotonic() - self.started:5.1f}s  {text}", flush=True)
@@ -157,7 +158,8 @@ class _Demo:
             if await check():
                 return True
             await asyncio.sleep(0.25)
-        self.say(f"(no {what} within {limit_s:.0f} s)")
+        self.say(f"❗ no {what} within {limit_s:.0f} s")
+        self.failures.append(what)
         return False
 
     async def memory_spike(self, shard: int) -> None:
@@ -208,6 +210,12 @@ class _Demo:
             self.say(f"👑 new leader {new} (epoch {new_epoch}) after {took:.1f} s")
 
     async def run(self) -> None:
+        beats = await self.store.heartbeats()
+        if beats and time.time() - max(beats.values()) < 30:
+            raise RuntimeError(
+                f"deployment '{self.deployment}' has shards reporting right now: "
+                "the demo will not write into a running fleet"
+            )
         print(f"starting {self.shards} shard processes of deployment '{self.deployment}' "
               f"(lease {LEASE_S:g} s, sampling every second)")  # fmt: skip
         for shard in range(self.shards):
@@ -253,6 +261,8 @@ class _Demo:
         )
         resolved = sum(1 for r in records if r["kind"] == "resolved")
         print(f"\nalerts sent: {len(sent)}, resolved: {resolved}, duplicate alerts: {duplicates}")
+        if duplicates:
+            self.failures.append("no duplicate alerts")
         args = argparse.Namespace(json=False, limit=8, shard=None, type=None)
         for title, view in (
             ("status", status),
@@ -265,10 +275,13 @@ class _Demo:
         await self.client.aclose()
 
 
-def run_demo(shards: int = 4, duration_s: float = 60) -> None:
-    """Run the demo against `SHARDMON_REDIS_URL`, or an embedded Redis when none is set."""
+def run_demo(shards: int = 4, duration_s: float = 60) -> bool:
+    """Run the demo against `SHARDMON_REDIS_URL`, or an embedded Redis when none is set, in
+    the deployment `demo` (never a real one). True when every step of the scenario happened."""
     settings = load_settings()
-    deployment = settings.deployment if "deployment" in settings.model_fields_set else "demo"
+    deployment = "demo"
+    # A SIGTERM (timeout, a cancelled job) unwinds like Ctrl-C: processes stopped, Redis gone.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     with ExitStack() as stack:
         if settings.redis_url is not None:
             url = settings.redis_url.get_secret_value()
@@ -291,8 +304,12 @@ def run_demo(shards: int = 4, duration_s: float = 60) -> None:
             asyncio.run(scenario())
         finally:
             demo.fleet.stop_all()
+            signal.signal(signal.SIGTERM, previous)
         if settings.redis_url is None:
             print("\n(the embedded Redis stops now: set SHARDMON_REDIS_URL to keep the data)")
+        if demo.failures:
+            print(f"the demo did not see: {', '.join(demo.failures)}", file=sys.stderr)
+        return not demo.failures
 
 
 if __name__ == "__main__":

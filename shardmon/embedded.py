@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import redis
 
+from shardmon.fleet import die_with_parent
+
 __all__ = ["EmbeddedRedis", "embedded_redis"]
 
 
@@ -58,7 +60,11 @@ def embedded_redis(prefer_server: bool = True) -> Iterator[EmbeddedRedis]:
         with tempfile.TemporaryDirectory(prefix="shardmon-redis-") as folder:
             args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", folder,
                     "--save", "", "--appendonly", "no", "--loglevel", "warning"]  # fmt: skip
-            process = subprocess.Popen(args, stdout=subprocess.DEVNULL)
+            process = subprocess.Popen(
+                args,
+                stdout=subprocess.DEVNULL,
+                preexec_fn=die_with_parent,
+            )
             try:
                 _wait_for(url)
                 yield EmbeddedRedis(url, f"redis-server {version.split()[2].removeprefix('v=')}")

@@ -6,6 +6,7 @@ killed (SIGKILL), frozen (SIGSTOP) and restarted, as a supervisor would.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
@@ -14,7 +15,17 @@ import sys
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["LocalFleet"]
+__all__ = ["LocalFleet", "die_with_parent"]
+
+
+def die_with_parent() -> None:
+    """In a child, before exec: ask Linux to SIGTERM it when its parent dies, so that a
+    killed demo or test leaves no orphans (a no-op elsewhere)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 class LocalFleet:
@@ -77,6 +88,7 @@ class LocalFleet:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.folder,
+                preexec_fn=die_with_parent,
             )
         self.processes[shard] = process
         return process

@@ -1,7 +1,9 @@
-"""`/healthz` of one process, for Kubernetes or compose health checks (optional port).
+"""`/healthz` and `/livez` of one process, for Kubernetes or compose checks (optional port).
 
-Healthy (200) while the process's sampling has ticked within three sample intervals and Redis
-answers a PING within a second; else 503 with the reason, so a hung or cut-off bot is restarted.
+`/healthz` (readiness) is 200 while the process's sampling has ticked within three sample
+intervals and Redis answers a PING within a second, else 503 with the reason. `/livez`
+(liveness) looks at the sampling loop alone, so that a Redis outage does not make Kubernetes
+restart every bot of the fleet at once.
 """
 
 from __future__ import annotations
@@ -73,9 +75,19 @@ class HealthServer:
             status=200 if healthy else 503, text=json.dumps(report), content_type="application/json"
         )
 
+    async def _livez(self, request: web.Request) -> web.Response:
+        tick = self.last_tick()
+        since = time.monotonic() - (tick if tick is not None else self.started)
+        alive = since <= 3 * self.interval_s
+        report = {"status": "ok" if alive else "stalled", "seconds_since_sample": round(since, 1)}
+        return web.Response(
+            status=200 if alive else 503, text=json.dumps(report), content_type="application/json"
+        )
+
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/livez", self._livez)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.host, self.port).start()

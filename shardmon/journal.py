@@ -28,9 +28,16 @@ class Journal:
         if "\n" in line:
             raise ValueError("a journal line cannot contain a newline")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
-        try:
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
             fcntl.flock(fd, fcntl.LOCK_EX)
+            try:  # a rotation may have replaced the file while this waited for the lock
+                if os.fstat(fd).st_ino == self.path.stat().st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        try:
             data = (line + "\n").encode("utf-8")
             size = os.fstat(fd).st_size
             if size and os.pread(fd, 1, size - 1) != b"\n":
@@ -44,30 +51,32 @@ class Journal:
 
     def rotate(self, keep: Callable[[str], bool], archive: Path) -> tuple[int, int]:
         """Move the lines `keep` refuses into the gzip `archive` (appended to if it exists);
-        the rest stay. Rewritten in place under the lock, so writers waiting on it append to
-        the same file afterwards. Returns (archived, kept)."""
+        the rest stay. Crash-safe: the archive is fsynced before the journal is replaced, and
+        the kept lines go to a new file renamed over the old one, under the lock (writers
+        waiting on it see the new file). Returns (archived, kept)."""
         try:
             fd = os.open(self.path, os.O_RDWR)
         except FileNotFoundError:
             return 0, 0
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            with os.fdopen(os.dup(fd), "r+b") as handle:
-                lines = [
-                    line
-                    for line in handle.read().decode("utf-8", "replace").splitlines()
-                    if line.strip()
-                ]
-                kept = [line for line in lines if keep(line)]
-                moved = [line for line in lines if not keep(line)]
-                if moved:
-                    with gzip.open(archive, "at", encoding="utf-8") as out:
-                        out.write("".join(line + "\n" for line in moved))
-                    handle.seek(0)
-                    handle.truncate()
-                    handle.write("".join(line + "\n" for line in kept).encode("utf-8"))
-                    handle.flush()
-                    os.fsync(handle.fileno())
+            with os.fdopen(os.dup(fd), "rb") as handle:
+                text = handle.read().decode("utf-8", "replace")
+            lines = [line for line in text.splitlines() if line.strip()]
+            kept = [line for line in lines if keep(line)]
+            moved = [line for line in lines if not keep(line)]
+            if moved:
+                with archive.open("ab") as raw, gzip.GzipFile(fileobj=raw, mode="ab") as out:
+                    out.write("".join(line + "\n" for line in moved).encode("utf-8"))
+                    out.flush()
+                    raw.flush()
+                    os.fsync(raw.fileno())
+                fresh = self.path.with_name(self.path.name + ".rotating")
+                with fresh.open("wb") as new:
+                    new.write("".join(line + "\n" for line in kept).encode("utf-8"))
+                    new.flush()
+                    os.fsync(new.fileno())
+                fresh.replace(self.path)
         finally:
             os.close(fd)
         return len(moved), len(kept)

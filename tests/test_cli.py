@@ -124,7 +124,7 @@ def test_a_wrong_redis_url_is_one_clear_line(
         (["restarts", "--type", "reboot"], "invalid choice"),
         (["log-restart", "deployment", "--meta", "oops"], "not key=value"),
         (["watch", "--every", "x"], "duration"),
-        (["demo", "--shards", "0"], "outside 1..64"),
+        (["demo", "--shards", "2"], "outside 3..64"),
         (["demo", "--duration", "5"], "outside 30..3600"),
         (["exporter", "--port", "70000"], "outside 1..65535"),
         (["prune"], "--older-than"),

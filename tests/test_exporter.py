@@ -102,6 +102,8 @@ async def test_healthz_follows_the_sampling_loop_and_redis(
         async with http.get(url) as response:
             report = await response.json()
             assert response.status == 503 and report["status"] == "unhealthy"
+        async with http.get(url.replace("healthz", "livez")) as response:
+            assert response.status == 200  # the loop still ticks: no reason to restart the bot
         own_redis.start()
         await monitor.stop()  # the loop stops: only a started monitor serves /healthz
         with pytest.raises(aiohttp.ClientConnectionError):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gzip
 import json
 import multiprocessing
 from pathlib import Path
@@ -49,3 +50,32 @@ def test_processes_sharing_a_journal_never_interleave(tmp_path: Path) -> None:
     assert {(json.loads(line)["writer"], json.loads(line)["i"]) for line in lines} == {
         (w, i) for w in range(4) for i in range(200)
     }
+
+
+def _append_while_rotating(path: str, writer: int) -> None:
+    journal = Journal(Path(path))
+    for i in range(300):
+        journal.append(json.dumps({"writer": writer, "i": i}))
+
+
+def test_rotation_loses_no_line_appended_meanwhile(tmp_path: Path) -> None:
+    path = tmp_path / "j.log"
+    journal = Journal(path)
+    context = multiprocessing.get_context("spawn")
+    workers = [
+        context.Process(target=_append_while_rotating, args=(str(path), w)) for w in range(2)
+    ]
+    for worker in workers:
+        worker.start()
+    archive = tmp_path / "old.gz"
+    archived = 0
+    while any(w.is_alive() for w in workers):  # archive even lines while they are written
+        archived += journal.rotate(lambda line: json.loads(line)["i"] % 2 == 1, archive)[0]
+    for worker in workers:
+        worker.join(30)
+    archived += journal.rotate(lambda line: json.loads(line)["i"] % 2 == 1, archive)[0]
+    with gzip.open(archive, "rt") as old:
+        moved = old.read().splitlines()
+    kept = journal.lines()
+    assert len(moved) == archived and len(moved) + len(kept) == 600
+    assert {json.loads(line)["i"] % 2 for line in kept} == {1}
