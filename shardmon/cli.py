@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import redis
@@ -25,6 +25,7 @@ from shardmon.journal import Journal
 from shardmon.keys import Keys
 from shardmon.models import MalformedData, RestartType, parse_event
 from shardmon.render import format_uptime, status_emoji, table
+from shardmon.rules import RestartStormRule
 from shardmon.settings import Settings, SettingsError, load_settings
 from shardmon.stats import Spread
 from shardmon.store import Store
@@ -175,8 +176,9 @@ async def restarts(store: Store, settings: Settings, args: argparse.Namespace) -
 async def stats(store: Store, settings: Settings, args: argparse.Namespace) -> Any:
     result = await store.restart_stats()
     fleet, overrides, _ = await store.fleet_view(settings.restart_window_s)
-    threshold = overrides.get("restart_storm", settings.restart_alert_threshold)
-    storms = {s: n for s, n in fleet.restarts_in_window.items() if n >= threshold}
+    limits = replace(settings.monitor_config().thresholds, overrides=overrides)
+    threshold = limits.value("restart_storm", -1, limits.restart_count)  # the fleet's own
+    storms = {f.shard: int(f.value) for f in RestartStormRule().judge(fleet, limits)}
     if args.json:
         return {**asdict(result), "storms": storms}
     lines = [

@@ -11,6 +11,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 import discord
 import redis
@@ -21,6 +22,7 @@ from discord.ext import commands, tasks
 from shardmon.api import claim_process_startup, install_crash_hook
 from shardmon.connection import REDIS_ERRORS, create_redis
 from shardmon.monitor import GatewayStats, SystemMonitor
+from shardmon.rules import RestartStormRule
 from shardmon.settings import Settings
 
 from ._channel_sink import ChannelSink
@@ -296,15 +298,9 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
         async def build() -> discord.Embed:
             stats = await self.store.restart_stats()
             fleet, overrides, _ = await self.store.fleet_view(self.settings.restart_window_s)
-            threshold = self.settings.restart_alert_threshold
-            storms = {
-                shard: count
-                for shard, count in fleet.restarts_in_window.items()
-                if count
-                >= overrides.get(
-                    f"restart_storm:{shard}", overrides.get("restart_storm", threshold)
-                )
-            }
+            limits = replace(self.monitor.config.thresholds, overrides=overrides)
+            threshold = int(limits.value("restart_storm", -1, limits.restart_count))
+            storms = {f.shard: int(f.value) for f in RestartStormRule().judge(fleet, limits)}
             return restart_stats_embed(stats, storms, threshold)
 
         await self._answer(interaction, build)
