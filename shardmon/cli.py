@@ -197,7 +197,10 @@ async def stats(store: Store, settings: Settings, args: argparse.Namespace) -> A
 
 
 async def performance(store: Store, settings: Settings, args: argparse.Namespace) -> Any:
-    if args.shard is None:
+    if args.shard is None and args.hours > 1:
+        result = await store.fleet_performance_hours(args.hours)
+        scope = f"fleet, last {args.hours} hours (hourly rollups)"
+    elif args.shard is None:
         result, scope = await store.fleet_performance(window_s=3600), "fleet, last hour"
     else:
         result, scope = await store.shard_performance(args.shard), f"shard {args.shard}"
@@ -404,6 +407,12 @@ def _parser() -> argparse.ArgumentParser:
     add("stats", "restart totals, rates and storms")
     p = add("performance", "average/peak/low memory, CPU and latency")
     p.add_argument("--shard", type=_bounded_int(0, 100_000), help="one shard (else the fleet)")
+    p.add_argument(
+        "--hours",
+        type=_bounded_int(1, 720),
+        default=1,
+        help="the fleet's last N hours (1; 720 = 30 days)",
+    )
     a = add("alerts", "alerts sent and resolved, with their delivery per sink")
     a.add_argument("--limit", type=_bounded_int(1, 100), default=20, help="how many (20)")
     add("keys", "the key layout with live counts and redis-cli commands")

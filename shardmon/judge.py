@@ -82,11 +82,20 @@ class FleetJudge:
                 text = rule.resolution(shard, fleet, limits)
                 if text is not None:
                     await self.alerter.resolve(rule.name, shard, text, epoch)
+        await self._roll_up_hours(fleet.now)
         if epoch != self._judged_epoch:
             log.info("epoch %d: first judgement, %d shards", epoch, len(fleet.latest))
             self._judged_epoch = epoch
         self.ticks += 1
         return True
+
+    async def _roll_up_hours(self, now: float) -> None:
+        """Keep the hourly history: this hour, and the last one during a new hour's first
+        5 minutes (so that its last minutes get in)."""
+        hour = int(now // 3600 * 3600)
+        await self.store.roll_up_hour(hour)
+        if now - hour < 300:
+            await self.store.roll_up_hour(hour - 3600)
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Tick every interval until `stopping` is set; errors are logged, the loop goes on."""

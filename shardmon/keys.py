@@ -8,10 +8,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["ALERTS_CAP", "GATEWAY_EVENTS_TTL_S", "ROLLUP_MINUTE_TTL_S", "KeyInfo", "Keys"]
+__all__ = [
+    "ALERTS_CAP",
+    "GATEWAY_EVENTS_TTL_S",
+    "ROLLUP_HOUR_TTL_S",
+    "ROLLUP_MINUTE_TTL_S",
+    "KeyInfo",
+    "Keys",
+]
 
 #: `rollup:<minute>` lives two days: enough for "the last 24 hours" at minute resolution.
 ROLLUP_MINUTE_TTL_S = 2 * 86400
+#: `rollup:h:<hour>` lives 30 days: the long-term history, at 24 small hashes a day.
+ROLLUP_HOUR_TTL_S = 30 * 86400
 #: `gateway:<shard>:identify|resume` keep 7 days of events: "the last 24 h" with room to spare.
 GATEWAY_EVENTS_TTL_S = 7 * 86400
 #: `alerts` keeps the newest 100 alerts: the answer to "why did no alert reach Discord?".
@@ -169,6 +178,7 @@ class Keys:
             KeyInfo("alerts", "list", self.alerts, False, "alerts sent, with delivery"),
             KeyInfo("alert_counts", "hash", self.alert_counts, False, "alerts delivered ever"),
             KeyInfo("rollup:<minute>", "hash", f"{p}rollup:[0-9]*", True, "fleet minutes, 2 days"),
+            KeyInfo("rollup:h:<hour>", "hash", f"{p}rollup:h:*", True, "fleet hours, 30 days"),
             KeyInfo("thresholds", "hash", self.thresholds, False, "runtime threshold overrides"),
             KeyInfo("retention", "hash", self.retention, False, "cutoff of the last prune"),
             KeyInfo("restart_counts", "hash", self.restart_counts, False, "restarts ever, by type"),

@@ -15,6 +15,7 @@ __all__ = [
     "RestartStats",
     "ShardStatus",
     "Spread",
+    "merge_rollups",
     "restart_stats",
     "summarize_fleet",
     "summarize_rollups",
@@ -97,9 +98,8 @@ def _rollup_spread(buckets: Sequence[Mapping[str, int]], name: str, count: str) 
     )
 
 
-def summarize_rollups(raw_buckets: Iterable[Mapping[str, str]]) -> Performance:
-    """Fleet performance from rollup hashes given oldest first; a bucket with a non-integer
-    field is skipped."""
+def _valid_buckets(raw_buckets: Iterable[Mapping[str, str]]) -> tuple[list[dict[str, int]], int]:
+    """The rollup hashes that hold what the write script writes, and how many did not."""
     buckets: list[dict[str, int]] = []
     skipped = 0
     for raw in raw_buckets:
@@ -116,6 +116,29 @@ def summarize_rollups(raw_buckets: Iterable[Mapping[str, str]]) -> Performance:
             skipped += 1
             continue
         buckets.append(bucket)
+    return buckets, skipped
+
+
+def merge_rollups(raw_buckets: Iterable[Mapping[str, str]]) -> tuple[dict[str, int], int]:
+    """One bucket from many (minutes into an hour): counts and sums added, the lowest low and
+    the highest peak kept. Returns it and how many malformed buckets were skipped."""
+    buckets, skipped = _valid_buckets(raw_buckets)
+    merged: dict[str, int] = {}
+    for bucket in buckets:
+        for field, value in bucket.items():
+            if field.endswith("_min"):
+                merged[field] = min(merged.get(field, value), value)
+            elif field.endswith("_max"):
+                merged[field] = max(merged.get(field, value), value)
+            else:
+                merged[field] = merged.get(field, 0) + value
+    return merged, skipped
+
+
+def summarize_rollups(raw_buckets: Iterable[Mapping[str, str]]) -> Performance:
+    """Fleet performance from rollup hashes given oldest first; a bucket with a non-integer
+    field is skipped."""
+    buckets, skipped = _valid_buckets(raw_buckets)
     filled = [b for b in buckets if b.get("n")]
     return Performance(
         samples=sum(b["n"] for b in buckets),

@@ -23,7 +23,7 @@ from typing import Any, TypeVar, cast
 import redis
 import redis.asyncio as aioredis
 
-from shardmon.keys import GATEWAY_EVENTS_TTL_S, ROLLUP_MINUTE_TTL_S, Keys
+from shardmon.keys import GATEWAY_EVENTS_TTL_S, ROLLUP_HOUR_TTL_S, ROLLUP_MINUTE_TTL_S, Keys
 from shardmon.models import MalformedData, RestartEvent, Sample, parse_event, parse_sample
 from shardmon.rules import FleetView
 from shardmon.stats import (
@@ -31,6 +31,7 @@ from shardmon.stats import (
     FleetSummary,
     Performance,
     RestartStats,
+    merge_rollups,
     restart_stats,
     summarize_fleet,
     summarize_rollups,
@@ -324,6 +325,37 @@ class Store:
         async with self.client.pipeline(transaction=False) as pipe:
             for minute in range(_minute(now - window_s) + 60, _minute(now) + 60, 60):
                 pipe.hgetall(self.keys.rollup_minute(minute))
+            performance = summarize_rollups(await pipe.execute())
+        if performance.skipped:
+            self._count_skipped(self.keys.rollup_minute_pattern, performance.skipped)
+        return performance
+
+    async def roll_up_hour(self, hour_start: int) -> int:
+        """Recompute `rollup:h:<hour>` from that hour's 60 minute rollups and keep it 30 days.
+        Idempotent: the leader may run it every tick. Returns the samples it holds."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for minute in range(hour_start, hour_start + 3600, 60):
+                pipe.hgetall(self.keys.rollup_minute(minute))
+            merged, skipped = merge_rollups(await pipe.execute())
+        if skipped:
+            self._count_skipped(self.keys.rollup_minute_pattern, skipped)
+        if not merged.get("n"):
+            return 0
+        key = self.keys.rollup_hour(hour_start)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            pipe.hset(key, mapping={k: str(v) for k, v in merged.items()})
+            pipe.expire(key, ROLLUP_HOUR_TTL_S)
+            await pipe.execute()
+        return merged["n"]
+
+    async def fleet_performance_hours(self, hours: int, now: float | None = None) -> Performance:
+        """The fleet over the last `hours` hours from the hourly rollups (24 keys a day)."""
+        now = time.time() if now is None else now
+        current = int(now // 3600 * 3600)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for hour in range(current - (hours - 1) * 3600, current + 3600, 3600):
+                pipe.hgetall(self.keys.rollup_hour(hour))
             performance = summarize_rollups(await pipe.execute())
         if performance.skipped:
             self._count_skipped(self.keys.rollup_minute_pattern, performance.skipped)

@@ -178,6 +178,8 @@ async def test_runtime_threshold_overrides_are_read_each_tick(
     await alerter.wait_for_deliveries()
     assert [a.shards for a in sink.sent] == [(1,)]
     assert judge.store.skipped[keys.thresholds] == 1
+    # Each tick also keeps the hourly history.
+    assert await client.hget(keys.rollup_hour(int(time.time() // 3600 * 3600)), "n") == "2"
 
 
 async def test_a_follower_does_not_judge(

@@ -176,3 +176,26 @@ async def test_replay_adds_only_missing_events_and_skips_bad_lines(
     assert await store.replay_restarts(lines) == 0
     assert await client.zcard(keys.restarts) == 2
     assert store.skipped["journal"] == 2
+
+
+async def test_hourly_rollups_merge_the_minutes_and_live_30_days(
+    store: Store, client: aioredis.Redis, keys: Keys
+) -> None:
+    hour = int(time.time() // 3600 * 3600) - 7200  # a complete hour, two hours ago
+    batch = [
+        (sample(0, ts=hour + 30, cpu=10, memory=40, latency_ms=20), 1),
+        (sample(1, ts=hour + 90, cpu=30, memory=60, latency_ms=None), 2),
+        (sample(0, ts=hour + 3599, cpu=20, memory=50, latency_ms=40), 3),
+    ]
+    await store.push_samples(batch)
+    assert await store.roll_up_hour(hour) == 3
+    assert await store.roll_up_hour(hour) == 3  # idempotent: the leader runs it every tick
+    bucket = await client.hgetall(keys.rollup_hour(hour))
+    assert bucket["n"] == "3" and bucket["lat_n"] == "2"
+    assert (bucket["cpu_sum"], bucket["cpu_min"], bucket["cpu_max"]) == ("6000", "1000", "3000")
+    assert 29 * 86400 < await client.ttl(keys.rollup_hour(hour)) <= 30 * 86400
+    perf = await store.fleet_performance_hours(3, now=hour + 7200 + 10)
+    assert perf.samples == 3 and perf.cpu is not None and perf.cpu.average == 20
+    assert perf.latency_ms is not None and perf.latency_ms.peak == 40
+    assert await store.roll_up_hour(hour - 3600) == 0  # an empty hour writes nothing
+    assert not await client.exists(keys.rollup_hour(hour - 3600))
