@@ -175,7 +175,7 @@ async def restarts(store: Store, settings: Settings, args: argparse.Namespace) -
 
 async def stats(store: Store, settings: Settings, args: argparse.Namespace) -> Any:
     result = await store.restart_stats()
-    fleet, overrides, _ = await store.fleet_view(settings.restart_window_s)
+    fleet, overrides = await store.storm_view(settings.restart_window_s)
     limits = replace(settings.monitor_config().thresholds, overrides=overrides)
     threshold = limits.value("restart_storm", -1, limits.restart_count)  # the fleet's own
     storms = {f.shard: int(f.value) for f in RestartStormRule().judge(fleet, limits)}

@@ -80,7 +80,7 @@ async def render_metrics(store: Store, offline_after_s: float, restart_window_s:
     """The fleet's metrics now, in the text exposition format."""
     now = time.time()
     summary = await store.fleet_summary(offline_after_s, now=now)
-    fleet, _, _ = await store.fleet_view(restart_window_s, now=now)
+    fleet, _ = await store.storm_view(restart_window_s, now=now)
     node, _, epoch = await store.leader()
     restart_counts = await store.restart_counts()
     alert_counts = await store.alert_counts()

@@ -504,19 +504,6 @@ class Store:
             latest_raw, beats, recent, overrides_raw, active = await pipe.execute()
         latest = {s.shard: s for s in self._parsed(latest_raw.values(), parse_sample, keys.latest)}
         heartbeats = self._heartbeats(beats)
-        restarts: Counter[int] = Counter()
-        for event in self._parsed(recent, parse_event, keys.restarts):
-            restarts.update(event.shards)
-        overrides: dict[str, float] = {}
-        for name, value in overrides_raw.items():
-            try:
-                number = float(value)
-            except ValueError:
-                number = math.nan
-            if math.isfinite(number) and number >= 0:
-                overrides[name] = number
-            else:  # "nan" would switch a rule off without a word, a negative fire for all
-                self._count_skipped(keys.thresholds, 1)
         identifies = {
             shard: counts[0]
             for shard, counts in (await self.gateway_counts(heartbeats, now=now)).items()
@@ -526,10 +513,44 @@ class Store:
             now=now,
             latest=latest,
             heartbeats=heartbeats,
-            restarts_in_window=dict(restarts),
+            restarts_in_window=self._restarts_per_shard(recent),
             identifies_24h=identifies,
         )
-        return fleet, overrides, list(active)
+        return fleet, self._overrides(overrides_raw), list(active)
+
+    async def storm_view(
+        self, restart_window_s: float, now: float | None = None
+    ) -> tuple[FleetView, dict[str, float]]:
+        """Only what restart storms are judged by (the window's restarts and the overrides),
+        for views that show storms without the whole fleet."""
+        now = time.time() if now is None else now
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.zrangebyscore(self.keys.restarts, now - restart_window_s, "+inf")
+            pipe.hgetall(self.keys.thresholds)
+            recent, overrides_raw = await pipe.execute()
+        fleet = FleetView(
+            now=now, latest={}, heartbeats={}, restarts_in_window=self._restarts_per_shard(recent)
+        )
+        return fleet, self._overrides(overrides_raw)
+
+    def _restarts_per_shard(self, members: Sequence[str]) -> dict[int, int]:
+        restarts: Counter[int] = Counter()
+        for event in self._parsed(members, parse_event, self.keys.restarts):
+            restarts.update(event.shards)
+        return dict(restarts)
+
+    def _overrides(self, raw: Mapping[str, str]) -> dict[str, float]:
+        overrides: dict[str, float] = {}
+        for name, value in raw.items():
+            try:
+                number = float(value)
+            except ValueError:
+                number = math.nan
+            if math.isfinite(number) and number >= 0:
+                overrides[name] = number
+            else:  # "nan" would switch a rule off without a word, a negative fire for all
+                self._count_skipped(self.keys.thresholds, 1)
+        return overrides
 
     async def shard_info(self, shard: int) -> ShardInfo | None:
         raw = await self.client.hgetall(self.keys.shard_info(shard))

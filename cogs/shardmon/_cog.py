@@ -297,7 +297,7 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
     async def restart_stats(self, interaction: discord.Interaction) -> None:
         async def build() -> discord.Embed:
             stats = await self.store.restart_stats()
-            fleet, overrides, _ = await self.store.fleet_view(self.settings.restart_window_s)
+            fleet, overrides = await self.store.storm_view(self.settings.restart_window_s)
             limits = replace(self.monitor.config.thresholds, overrides=overrides)
             threshold = int(limits.value("restart_storm", -1, limits.restart_count))
             storms = {f.shard: int(f.value) for f in RestartStormRule().judge(fleet, limits)}
