@@ -263,7 +263,7 @@ class _Demo:
         print(f"\nalerts sent: {len(sent)}, resolved: {resolved}, duplicate alerts: {duplicates}")
         if duplicates:
             self.failures.append("no duplicate alerts")
-        args = argparse.Namespace(json=False, limit=8, shard=None, type=None)
+        args = argparse.Namespace(json=False, limit=8, shard=None, type=None, hours=1)
         for title, view in (
             ("status", status),
             ("restarts", restarts),
