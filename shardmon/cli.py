@@ -30,7 +30,7 @@ from shardmon.settings import Settings, SettingsError, load_settings
 from shardmon.stats import Spread
 from shardmon.store import Store
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 #: Runtime-overridable rules: name -> (what the value is, smallest, largest).
 THRESHOLD_RULES = {
@@ -388,7 +388,7 @@ READ_COMMANDS: dict[str, Callable[[Store, Settings, argparse.Namespace], Awaitab
 }  # fmt: skip
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shardmon", description="Monitor a sharded Discord bot through Redis."
     )
@@ -460,7 +460,7 @@ async def _run_read(command: str, settings: Settings, args: argparse.Namespace) 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         settings = load_settings()

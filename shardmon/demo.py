@@ -9,7 +9,6 @@ At the end the demo prints the status, restarts, stats and performance views.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import itertools
 import logging
@@ -24,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
 from pathlib import Path
 
-from shardmon.cli import performance, restarts, stats, status
+from shardmon.cli import build_parser, performance, restarts, stats, status
 from shardmon.collector import Collector
 from shardmon.connection import create_redis, redact_url
 from shardmon.embedded import embedded_redis
@@ -263,13 +262,12 @@ class _Demo:
         print(f"\nalerts sent: {len(sent)}, resolved: {resolved}, duplicate alerts: {duplicates}")
         if duplicates:
             self.failures.append("no duplicate alerts")
-        args = argparse.Namespace(json=False, limit=8, shard=None, type=None, hours=1)
-        for title, view in (
-            ("status", status),
-            ("restarts", restarts),
-            ("stats", stats),
-            ("performance", performance),
-        ):
+        # The views as the command line runs them, with its own defaults.
+        views = {"status": status, "restarts": restarts, "stats": stats, "performance": performance}
+        for title, view in views.items():
+            args = build_parser().parse_args(
+                [title, *(["--limit", "8"] if title == "restarts" else [])]
+            )
             print(f"\n== shardmon {title} ==")
             print(await view(self.store, settings, args))
         await self.client.aclose()
