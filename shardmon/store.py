@@ -303,12 +303,6 @@ class Store:
             await self.client.zcount(self.keys.shard_restarts(shard), now - window_s, "+inf")
         )
 
-    async def shard_samples(self, shard: int, limit: int | None = None) -> list[Sample]:
-        """The shard's samples, newest first."""
-        end = -1 if limit is None else limit - 1
-        key = self.keys.samples(shard)
-        return self._parsed(await self.client.lrange(key, 0, end), parse_sample, key)
-
     async def shard_performance(self, shard: int) -> Performance:
         """Samples, average/peak/low memory, CPU and latency over the shard's whole list."""
         key = self.keys.samples(shard)

@@ -291,6 +291,13 @@ def test_alert_channel_detection_takes_the_first_name_in_setting_order(cog: Shar
     assert cog.alert_channel_of(empty) is None
 
 
+async def test_a_guild_the_bot_leaves_no_longer_receives_alerts(cog: ShardmonCog) -> None:
+    await cog.store.record_alert_channels({1: 12, 2: 22})
+    guild = discord.Guild(data={"id": "1", "name": "g"}, state=cog.bot._connection)  # type: ignore[typeddict-item]
+    await cog.on_guild_remove(guild)
+    assert await cog.store.alert_channel() == 22
+
+
 @pytest.mark.parametrize("host_package", ["namespace", "regular-with-extend-path"])
 def test_loads_beside_a_host_bots_own_cogs_package(tmp_path: Path, host_package: str) -> None:
     host = tmp_path / "bot"

@@ -196,6 +196,16 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
     async def on_guild_join(self, guild: discord.Guild) -> None:
         await self._detect_alert_channels([guild])
 
+    @commands.Cog.listener()
+    async def on_guild_remove(self, guild: discord.Guild) -> None:
+        """A server the bot left can no longer receive alerts."""
+        try:
+            await self.store.forget_alert_channel(guild.id)
+        except (*REDIS_ERRORS, redis.RedisError) as exc:
+            log.warning(
+                "alert channel of guild %s not forgotten (%s)", guild.id, type(exc).__name__
+            )
+
     def alert_channel_of(self, guild: discord.Guild) -> int | None:
         """The first text channel of the guild named like an alert channel, by setting order,
         among those the bot may send to."""
