@@ -16,7 +16,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -158,50 +158,53 @@ class Alerter:
             log.error("alert delivery failed", exc_info=task.exception())
 
     async def _deliver_alert(self, alert: Alert, claimed: Sequence[Finding]) -> None:
-        try:
-            outcomes = await deliver(self.sinks, alert, self.policy)
-        except asyncio.CancelledError:  # a stop cut the delivery short: let the next leader send
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(1):
-                    await self.client.delete(
-                        *(self.keys.alert(alert.rule, f.shard) for f in claimed)
-                    )
-            raise
-        delivered = _delivered(outcomes)
-        try:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for finding in claimed:
-                    if delivered:
-                        since = json.dumps({"since": alert.ts, "epoch": alert.epoch})
-                        pipe.hsetnx(
-                            self.keys.active_alerts, condition(alert.rule, finding.shard), since
-                        )
-                    else:  # nobody heard it: free the claim so that the next tick retries
-                        pipe.delete(self.keys.alert(alert.rule, finding.shard))
-                self._record(pipe, alert, outcomes, delivered)
-                await pipe.execute()
-        except (*REDIS_ERRORS, redis.RedisError) as exc:
-            log.error("alert %s sent=%s but not recorded in Redis: %s", alert.id, delivered, exc)
+        since = json.dumps({"since": alert.ts, "epoch": alert.epoch})
+        fields = [condition(alert.rule, f.shard) for f in claimed]
+        guards = [self.keys.alert(alert.rule, f.shard) for f in claimed]
+        await self._deliver(
+            alert,
+            # heard: a "resolved" is owed from now on
+            on_delivered=lambda pipe: [
+                pipe.hsetnx(self.keys.active_alerts, f, since) for f in fields
+            ],
+            # nobody heard it: free the claims so that the next tick (or leader) retries
+            on_undelivered=lambda pipe: pipe.delete(*guards),
+        )
 
     async def _deliver_resolution(self, alert: Alert, field: str) -> None:
+        await self._deliver(
+            alert,
+            on_delivered=lambda pipe: None,
+            # still owed: put the condition back for the next tick (or leader)
+            on_undelivered=lambda pipe: pipe.hsetnx(
+                self.keys.active_alerts, field, json.dumps({"since": alert.ts})
+            ),
+        )
+
+    async def _deliver(
+        self,
+        alert: Alert,
+        on_delivered: Callable[[aioredis.client.Pipeline], object],
+        on_undelivered: Callable[[aioredis.client.Pipeline], object],
+    ) -> None:
+        """Send to the sinks, then record the outcome with what follows from it; a stop that
+        cuts the delivery short counts as undelivered."""
         try:
             outcomes = await deliver(self.sinks, alert, self.policy)
-        except asyncio.CancelledError:  # still owed: put the condition back for the next leader
+        except asyncio.CancelledError:
             with contextlib.suppress(Exception):
-                async with asyncio.timeout(1):
-                    await self.client.hsetnx(self.keys.active_alerts, field, json.dumps({}))
+                async with asyncio.timeout(1), self.client.pipeline(transaction=False) as pipe:
+                    on_undelivered(pipe)
+                    await pipe.execute()
             raise
         delivered = _delivered(outcomes)
         try:
             async with self.client.pipeline(transaction=False) as pipe:
-                if not delivered:  # still owed: put the condition back for the next tick
-                    pipe.hsetnx(self.keys.active_alerts, field, json.dumps({"since": alert.ts}))
+                (on_delivered if delivered else on_undelivered)(pipe)
                 self._record(pipe, alert, outcomes, delivered)
                 await pipe.execute()
         except (*REDIS_ERRORS, redis.RedisError) as exc:
-            log.error(
-                "resolution %s sent=%s but not recorded in Redis: %s", alert.id, delivered, exc
-            )
+            log.error("%s %s sent=%s but not recorded: %s", alert.kind, alert.id, delivered, exc)
 
     def _record(
         self,

@@ -20,7 +20,7 @@ import redis
 
 from shardmon.fleet import die_with_parent
 
-__all__ = ["EmbeddedRedis", "embedded_redis"]
+__all__ = ["EmbeddedRedis", "embedded_redis", "free_port"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +29,7 @@ class EmbeddedRedis:
     kind: str  # "redis-server <version>" or "fakeredis"
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -53,7 +53,7 @@ def _wait_for(url: str, seconds: float = 10) -> None:
 def embedded_redis(prefer_server: bool = True) -> Iterator[EmbeddedRedis]:
     """Start a private Redis, yield where it is, and stop it on exit."""
     binary = shutil.which("redis-server") if prefer_server else None
-    port = _free_port()
+    port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
     if binary is not None:
         version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout

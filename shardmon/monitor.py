@@ -406,8 +406,7 @@ class SystemMonitor:
             node=self.config.node,
         )
         try:
-            for shard in self.config.shard_ids:
-                await self.store.write_shard_info(shard, info)
+            await self.store.write_shard_info(self.config.shard_ids, info)
         except (*REDIS_ERRORS, redis.RedisError) as exc:
             log.warning("could not register shards (%s); will retry", type(exc).__name__)
             self.redis_available = False

@@ -207,18 +207,22 @@ class Store:
                 )
             return sum(int(added) for added in await pipe.execute())
 
-    async def write_shard_info(self, shard: int, info: ShardInfo) -> None:
-        await self.client.hset(
-            self.keys.shard_info(shard),
-            mapping={
-                "started_at": info.started_at,
-                "host": info.host,
-                "pid": info.pid,
-                "version": info.version,
-                "shard_count": info.shard_count,
-                "node": info.node,
-            },
-        )
+    async def write_shard_info(self, shards: Sequence[int], info: ShardInfo) -> None:
+        """`shard:<shard>` of each shard a process runs, in one round trip."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for shard in shards:
+                pipe.hset(
+                    self.keys.shard_info(shard),
+                    mapping={
+                        "started_at": info.started_at,
+                        "host": info.host,
+                        "pid": info.pid,
+                        "version": info.version,
+                        "shard_count": info.shard_count,
+                        "node": info.node,
+                    },
+                )
+            await pipe.execute()
 
     # -- reads ----------------------------------------------------------------------------
 

@@ -161,7 +161,7 @@ async def test_garbage_written_by_hand_is_skipped_and_counted(
 
 async def test_shard_info_round_trips(store: Store) -> None:
     info = ShardInfo(started_at=123.5, host="h", pid=7, version="1.0", shard_count=4, node="h:7")
-    await store.write_shard_info(2, info)
+    await store.write_shard_info([2], info)
     assert await store.shard_info(2) == info
     assert await store.shard_info(3) is None
 
