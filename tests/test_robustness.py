@@ -26,14 +26,19 @@ async def test_a_wrong_type_key_fails_the_whole_sample_write_and_keeps_the_sampl
     with caplog.at_level(logging.ERROR):
         await monitor.sample_once()
     assert f"WRONGTYPE {keys.samples(1)} is a string, not a list" in caplog.text
-    # Shard 1's write failed whole: nothing of it half-written. Both samples stay pending;
-    # shard 0's was applied, and its sequence number makes the retry a no-op.
-    assert await client.hget(keys.seq, "1") is None and await client.hget(keys.latest, "1") is None
+    # Shard 1's write stopped before its sequence number, the list or the rollup changed (only
+    # `latest` and the heartbeat, which a retry rewrites harmlessly, may have). Both samples stay
+    # pending; shard 0's was applied, and its sequence number makes the retry a no-op.
+    assert await client.hget(keys.seq, "1") is None
+    rollups = [await client.hgetall(key) for key in await client.keys(keys.rollup_minute_pattern)]
+    assert sum(int(r["n"]) for r in rollups) == 1
     assert [s.shard for s, _ in monitor.pending] == [0, 1]
     await client.delete(keys.samples(1))
     await monitor.sample_once()
     assert not monitor.pending
     assert await client.llen(keys.samples(0)) == 2 and await client.llen(keys.samples(1)) == 2
+    rollups = [await client.hgetall(key) for key in await client.keys(keys.rollup_minute_pattern)]
+    assert sum(int(r["n"]) for r in rollups) == 4
 
 
 async def test_a_refused_journal_replay_does_not_hold_up_the_samples(
@@ -111,3 +116,19 @@ def test_redact_url_hides_every_password() -> None:
     assert redact_url("rediss://bot:hunter2@host/0") == "rediss://bot:***@host/0"
     assert redact_url("redis://host/0?password=hunter2&db=1") == "redis://host/0?password=***&db=1"
     assert redact_url("redis://host:6379/0") == "redis://host:6379/0"
+
+
+async def test_a_rollup_field_written_by_hand_starts_over_and_the_sample_lands(
+    client: aioredis.Redis, keys: Keys
+) -> None:
+    store = Store(client, keys)
+    first = sample(0, ts=1_800_000_000.0, cpu=30.0)
+    rollup = keys.rollup_minute(1_800_000_000 // 60 * 60)
+    await client.hset(rollup, mapping={"n": "x", "cpu_max": "garbage", "mem_sum": "1e999"})
+    assert await store.push_samples([(first, 1)]) == 1
+    assert await store.push_samples([(sample(0, ts=1_800_000_001.0, cpu=10.0), 2)]) == 1
+    fields = await client.hgetall(rollup)
+    assert {k: fields[k] for k in ("n", "cpu_sum", "cpu_min", "cpu_max", "mem_sum")} == {
+        "n": "2", "cpu_sum": "4000", "cpu_min": "1000", "cpu_max": "3000", "mem_sum": "8000"
+    }  # fmt: skip
+    assert await client.ttl(rollup) > 0
