@@ -126,5 +126,6 @@ async def _round_trips(client: aioredis.Redis, store: Store, sample: Sample) -> 
         connection_class.send_packed_command = send  # type: ignore[method-assign]
     return sent
 
+
 if __name__ == "__main__":
     asyncio.run(main())
