@@ -140,6 +140,13 @@ class Keys:
         return f"{self.prefix}restart_counts"
 
     @property
+    def restart_types(self) -> str:
+        """HASH `<type>` -> events of that type in `restarts`, and `malformed` -> members that
+        do not parse: /restart_stats without reading the whole set. Kept by the record script,
+        rebuilt from `restarts` when its sum and ZCARD disagree (not in DESIGN.md: CHANGELOG)."""
+        return f"{self.prefix}restart_types"
+
+    @property
     def retention(self) -> str:
         """HASH `restarts_before` -> epoch seconds of the last prune: journal replays skip
         older events, so a prune is not undone by another host's journal (see CHANGELOG)."""
@@ -182,6 +189,9 @@ class Keys:
             KeyInfo("thresholds", "hash", self.thresholds, False, "runtime threshold overrides"),
             KeyInfo("retention", "hash", self.retention, False, "cutoff of the last prune"),
             KeyInfo("restart_counts", "hash", self.restart_counts, False, "restarts ever, by type"),
+            KeyInfo(
+                "restart_types", "hash", self.restart_types, False, "events in restarts, by type"
+            ),
             KeyInfo("alert_channels", "hash", self.alert_channels, False, "guild -> channel"),
         ]
 

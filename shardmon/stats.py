@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from shardmon.models import ProcessMetrics, RestartEvent, Sample
+from shardmon.models import ProcessMetrics, Sample
 
 __all__ = [
     "ROLLUP_SCALE",
@@ -152,20 +152,21 @@ def summarize_rollups(raw_buckets: Iterable[Mapping[str, str]]) -> Performance:
 
 
 def restart_stats(
-    events: Sequence[RestartEvent],
+    by_type: Mapping[str, int],
     *,
+    first_at: float | None,
     now: float,
     last_hour: int,
     last_24h: int,
     skipped: int = 0,
 ) -> RestartStats:
     """Totals, types and rates; the rate spans from the first event to now, at least a day."""
-    first_at = min((e.ts for e in events), default=None)
+    total = sum(by_type.values())
     days = max(1.0, (now - first_at) / 86400) if first_at is not None else 1.0
-    per_day = len(events) / days
+    per_day = total / days
     return RestartStats(
-        total=len(events),
-        by_type=dict(Counter(e.type.value for e in events).most_common()),
+        total=total,
+        by_type=dict(Counter({t: n for t, n in by_type.items() if n}).most_common()),
         per_day=per_day,
         per_month=per_day * DAYS_PER_MONTH,
         last_hour=last_hour,

@@ -52,12 +52,24 @@ def lua(name: str) -> str:
 
 def _restart_keys(keys: Keys, event: RestartEvent) -> list[str]:
     shard_sets = (keys.shard_restarts(shard) for shard in event.shards)
-    return [keys.retention, keys.restart_counts, keys.restarts, *shard_sets]
+    return [keys.retention, keys.restart_counts, keys.restarts, keys.restart_types, *shard_sets]
 
 
 def _restart_args(event: RestartEvent, member: str) -> list[str | float]:
     """Score, member (the JSON kept byte for byte), type and shards (for the counts)."""
     return [event.ts, member, event.type.value, *(str(shard) for shard in event.shards)]
+
+
+#: The `restart_types` field that counts members of `restarts` that are not events.
+MALFORMED = "malformed"
+
+
+def _restart_types(raw: Mapping[str, str]) -> dict[str, int] | None:
+    """`restart_types` as counts, or None when a field is not a count (then it is rebuilt)."""
+    counts = {str(kind): str(value) for kind, value in raw.items()}
+    if not all(value.isdigit() for value in counts.values()):
+        return None
+    return {kind: int(value) for kind, value in counts.items()}
 
 
 def _scaled(value: float | None) -> int | str:
@@ -282,21 +294,47 @@ class Store:
         return node, max(0, int(pttl)), int(epoch) if str(epoch).isdigit() else 0
 
     async def restart_stats(self, now: float | None = None) -> RestartStats:
-        """Totals by type, per day and month, and the counts of the last hour and 24 hours."""
+        """Totals by type, per day and month, and the counts of the last hour and 24 hours:
+        one round trip of bounded size, whatever the number of events (`restart_types`)."""
         now = time.time() if now is None else now
+        keys = self.keys
         async with self.client.pipeline(transaction=False) as pipe:
-            pipe.zrange(self.keys.restarts, 0, -1)
-            pipe.zcount(self.keys.restarts, now - 3600, "+inf")
-            pipe.zcount(self.keys.restarts, now - 86400, "+inf")
-            members, last_hour, last_24h = await pipe.execute()
-        events = self._parsed(members, parse_event, self.keys.restarts)
+            pipe.hgetall(keys.restart_types)
+            pipe.zcard(keys.restarts)
+            pipe.zrange(keys.restarts, 0, 0, withscores=True)
+            pipe.zcount(keys.restarts, now - 3600, "+inf")
+            pipe.zcount(keys.restarts, now - 86400, "+inf")
+            types_raw, total, first, last_hour, last_24h = await pipe.execute()
+        by_type = _restart_types(types_raw)
+        if by_type is None or sum(by_type.values()) != total:
+            by_type = await self._rebuild_restart_types()
+        malformed = by_type.pop(MALFORMED, 0)
         return restart_stats(
-            events,
+            by_type,
+            first_at=first[0][1] if first else None,
             now=now,
             last_hour=last_hour,
             last_24h=last_24h,
-            skipped=len(members) - len(events),
+            skipped=malformed,
         )
+
+    async def _rebuild_restart_types(self) -> dict[str, int]:
+        """Count `restarts` by type and store the counts; the set is WATCHed, so an event
+        recorded meanwhile leaves the counts for the next read to rebuild, never wrong. This
+        reads the whole set: once after an upgrade, a prune or a hand edit."""
+        key = self.keys.restarts
+        async with self.client.pipeline(transaction=True) as pipe:
+            await pipe.watch(key)
+            members = cast("list[str]", await pipe.zrange(key, 0, -1))
+            events = self._parsed(members, parse_event, key)
+            counts = Counter(event.type.value for event in events)
+            counts[MALFORMED] = len(members) - len(events)
+            pipe.multi()  # type: ignore[no-untyped-call]
+            pipe.delete(self.keys.restart_types)
+            pipe.hset(self.keys.restart_types, mapping=dict[Any, int](counts))
+            with contextlib.suppress(redis.WatchError):
+                await pipe.execute()
+        return dict(counts)
 
     async def restart_storm_count(
         self, shard: int, window_s: float = 3600, now: float | None = None
@@ -468,7 +506,10 @@ class Store:
         if not math.isfinite(before):
             raise ValueError(f"prune cutoff {before!r} is not a time")
         await self.client.hset(self.keys.retention, "restarts_before", repr(before))
-        fleet = int(await self.client.zremrangebyscore(self.keys.restarts, "-inf", f"({before}"))
+        async with self.client.pipeline(transaction=True) as pipe:  # counts rebuilt on read
+            pipe.zremrangebyscore(self.keys.restarts, "-inf", f"({before}")
+            pipe.delete(self.keys.restart_types)
+            fleet = int((await pipe.execute())[0])
         pattern = next(i.key for i in self.keys.layout() if i.name == "restarts:<shard>")
         per_shard = 0
         async for key in self.client.scan_iter(pattern, count=1000):

@@ -2,14 +2,16 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 from helpers import event, sample
 
 from shardmon.keys import Keys
 from shardmon.models import parse_sample
-from shardmon.store import ShardInfo, Store
+from shardmon.store import ShardInfo, Store, record_restart_sync
 
 
 @pytest.fixture
@@ -125,6 +127,35 @@ async def test_restart_stats(store: Store) -> None:
     assert stats.per_month == pytest.approx(18)
 
 
+async def test_restart_stats_read_counts_kept_by_the_writes_not_the_whole_set(
+    store: Store, client: aioredis.Redis, keys: Keys
+) -> None:
+    now = time.time()
+    for kind, ago in [("startup", 3 * 86400), ("crash", 7200), ("crash", 60)]:
+        await store.record_restart(event(kind, at=now - ago))
+    replayed = event("crash", at=now - 30)
+    await store.record_restart(replayed)
+    await store.record_restart(replayed)  # a journal replay: not counted twice
+    assert await client.hgetall(keys.restart_types) == {"startup": "1", "crash": "3"}
+    stats = await store.restart_stats(now=now)
+    assert (stats.total, stats.by_type, stats.first_at) == (
+        4, {"crash": 3, "startup": 1}, pytest.approx(now - 3 * 86400)
+    )  # fmt: skip
+
+    # A prune drops the counts; the next read rebuilds them from what is left.
+    assert (await store.prune_restarts(now - 86400))[0] == 1
+    assert await client.exists(keys.restart_types) == 0
+    assert (await store.restart_stats(now=now)).by_type == {"crash": 3}
+    assert await client.hgetall(keys.restart_types) == {"crash": "3", "malformed": "0"}
+
+    # Counts that disagree with the set (an older version, a hand edit) are rebuilt too.
+    await client.hset(keys.restart_types, mapping={"crash": "40", "manual": "x"})
+    assert (await store.restart_stats(now=now)).by_type == {"crash": 3}
+    await client.zadd(keys.restarts, {"written by hand": now})
+    stats = await store.restart_stats(now=now)
+    assert (stats.total, stats.skipped) == (3, 1)
+
+
 async def test_shard_performance(store: Store) -> None:
     for i, (cpu, mem) in enumerate([(10, 50), (30, 70), (20, 60)]):
         await store.push_samples([(sample(5, cpu=cpu, memory=mem), i + 1)])
@@ -199,3 +230,28 @@ async def test_hourly_rollups_merge_the_minutes_and_live_30_days(
     assert perf.latency_ms is not None and perf.latency_ms.peak == 40
     assert await store.roll_up_hour(hour - 3600) == 0  # an empty hour writes nothing
     assert not await client.exists(keys.rollup_hour(hour - 3600))
+
+
+async def test_an_event_recorded_during_a_rebuild_is_never_lost_from_the_counts(
+    store: Store,
+    client: aioredis.Redis,
+    keys: Keys,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = time.time()
+    await store.record_restart(event("crash", at=now - 60))
+    await client.delete(keys.restart_types)  # as after an upgrade
+    parse = store._parsed
+
+    def parse_then_race(*args: Any) -> Any:  # another process records between read and write
+        with redis.Redis.from_url(redis_url, decode_responses=True) as other:
+            record_restart_sync(other, keys, event("manual", at=now))
+        return parse(*args)
+
+    monkeypatch.setattr(store, "_parsed", parse_then_race)
+    assert (await store.restart_stats(now=now)).by_type == {"crash": 1}  # what it had read
+    monkeypatch.undo()
+    # The rebuild lost its WATCH to the racing write and stored nothing; this read rebuilds.
+    assert await client.hgetall(keys.restart_types) == {"manual": "1"}
+    assert (await store.restart_stats(now=now)).by_type == {"crash": 1, "manual": 1}
