@@ -14,6 +14,7 @@ from shardmon.alerts import Alerter
 from shardmon.connection import REDIS_ERRORS
 from shardmon.leader import LeaderElection
 from shardmon.rules import DEFAULT_RULES, Rule, Thresholds
+from shardmon.stats import summarize_fleet
 from shardmon.store import Store
 
 __all__ = ["FleetJudge"]
@@ -22,7 +23,8 @@ log = logging.getLogger(__name__)
 
 
 class FleetJudge:
-    """Judges the fleet while `election` says this node leads; idles otherwise.
+    """Judges the fleet while `election` says this node leads; idles otherwise. Each tick
+    also keeps the pre-aggregated history (`rollup:h:<hour>`) and fleet figures (`fleet`).
 
     Args:
         store: the deployment's store (reads the fleet in one round trip a tick).
@@ -63,7 +65,9 @@ class FleetJudge:
         if self.shard_count is not None:  # shards of a smaller, resharded fleet are not offline
             count = self.shard_count
             fleet = replace(
-                fleet, heartbeats={s: t for s, t in fleet.heartbeats.items() if s < count}
+                fleet,
+                heartbeats={s: t for s, t in fleet.heartbeats.items() if s < count},
+                latest={s: sample for s, sample in fleet.latest.items() if s < count},
             )
         limits = replace(self.thresholds, overrides=overrides)
         active_by_rule: dict[str, list[int]] = {}
@@ -83,6 +87,14 @@ class FleetJudge:
                 if text is not None:
                     await self.alerter.resolve(rule.name, shard, text, epoch)
         await self._roll_up_hours(fleet.now)
+        await self.store.write_fleet_totals(
+            summarize_fleet(
+                fleet.latest,
+                fleet.heartbeats,
+                now=fleet.now,
+                offline_after_s=self.thresholds.offline_after_s,
+            )
+        )
         if epoch != self._judged_epoch:
             log.info("epoch %d: first judgement, %d shards", epoch, len(fleet.latest))
             self._judged_epoch = epoch

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "ALERTS_CAP",
+    "FLEET_TTL_S",
     "GATEWAY_EVENTS_TTL_S",
     "ROLLUP_HOUR_TTL_S",
     "ROLLUP_MINUTE_TTL_S",
@@ -23,6 +24,8 @@ ROLLUP_MINUTE_TTL_S = 2 * 86400
 ROLLUP_HOUR_TTL_S = 30 * 86400
 #: `gateway:<shard>:identify|resume` keep 7 days of events: "the last 24 h" with room to spare.
 GATEWAY_EVENTS_TTL_S = 7 * 86400
+#: `fleet` outlives its leader by a day at most: a deployment that stopped leaves no litter.
+FLEET_TTL_S = 86400
 #: `alerts` keeps the newest 100 alerts: the answer to "why did no alert reach Discord?".
 ALERTS_CAP = 100
 
@@ -61,6 +64,12 @@ class Keys:
     def latest(self) -> str:
         """HASH shard -> newest sample JSON: the fleet's state in one HGETALL."""
         return f"{self.prefix}latest"
+
+    @property
+    def fleet(self) -> str:
+        """HASH the fleet's figures at the leader's last tick (online, offline, sums, spreads,
+        oldest and newest start, `ts`): /uptime reads this one small key (not in DESIGN.md)."""
+        return f"{self.prefix}fleet"
 
     @property
     def heartbeats(self) -> str:
@@ -165,6 +174,7 @@ class Keys:
             KeyInfo("seq", "hash", self.seq, False, "shard -> last applied sequence number"),
             KeyInfo("latest", "hash", self.latest, False, "shard -> newest sample"),
             KeyInfo("heartbeats", "zset", self.heartbeats, False, "shard by last-seen time"),
+            KeyInfo("fleet", "hash", self.fleet, False, "fleet figures of the last leader tick"),
             KeyInfo("shard:<shard>", "hash", f"{p}shard:*", True, "who runs a shard, since when"),
             KeyInfo("restarts", "zset", self.restarts, False, "every restart event"),
             KeyInfo("restarts:<shard>", "zset", f"{p}restarts:*", True, "restarts of one shard"),

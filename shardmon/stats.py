@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from shardmon.models import ProcessMetrics, Sample
+from shardmon.models import MalformedData, ProcessMetrics, Sample
 
 __all__ = [
     "ROLLUP_SCALE",
@@ -15,7 +16,9 @@ __all__ = [
     "RestartStats",
     "ShardStatus",
     "Spread",
+    "fleet_fields",
     "merge_rollups",
+    "parse_fleet_fields",
     "restart_stats",
     "summarize_fleet",
     "summarize_rollups",
@@ -201,6 +204,58 @@ class FleetSummary:
     latency_ms: Spread | None
     oldest_start: float | None
     newest_start: float | None
+    #: When these figures were taken (the leader's tick for the pre-aggregated `fleet` key).
+    measured_at: float | None = None
+
+
+_SPREADS = ("memory", "cpu", "disk", "latency_ms")
+_COUNTS = ("online", "offline", "guilds", "users")
+
+
+def fleet_fields(summary: FleetSummary) -> dict[str, str]:
+    """A summary as the flat `fleet` hash holds it (readable with redis-cli HGETALL)."""
+    fields = {name: str(getattr(summary, name)) for name in _COUNTS}
+    fields["ts"] = repr(summary.measured_at)
+    for name in _SPREADS:
+        spread: Spread | None = getattr(summary, name)
+        if spread is not None:
+            fields |= {f"{name}_{part}": repr(getattr(spread, part)) for part in Spread.__slots__}
+    for name in ("oldest_start", "newest_start"):
+        if getattr(summary, name) is not None:
+            fields[name] = repr(getattr(summary, name))
+    return fields
+
+
+def parse_fleet_fields(raw: Mapping[str, str]) -> FleetSummary:
+    """The `fleet` hash back into a summary without its shard list; MalformedData when a
+    field is missing or not a finite number (someone edited it by hand)."""
+    try:
+        counts = {name: int(raw[name]) for name in _COUNTS}
+        numbers = {k: float(v) for k, v in raw.items() if k not in _COUNTS}
+        if not all(math.isfinite(v) for v in numbers.values()) or min(counts.values()) < 0:
+            raise ValueError("not finite")
+        spreads = {
+            name: Spread(*(numbers[f"{name}_{part}"] for part in Spread.__slots__))
+            if f"{name}_average" in numbers
+            else None
+            for name in _SPREADS
+        }
+        return FleetSummary(
+            shards=[],
+            online=counts["online"],
+            offline=counts["offline"],
+            guilds=counts["guilds"],
+            users=counts["users"],
+            memory=spreads["memory"],
+            cpu=spreads["cpu"],
+            disk=spreads["disk"],
+            latency_ms=spreads["latency_ms"],
+            oldest_start=numbers.get("oldest_start"),
+            newest_start=numbers.get("newest_start"),
+            measured_at=numbers["ts"],
+        )
+    except (KeyError, ValueError, TypeError) as exc:
+        raise MalformedData(f"not a fleet summary ({exc})") from None
 
 
 def summarize_fleet(
@@ -232,4 +287,5 @@ def summarize_fleet(
         latency_ms=_spread(latencies),
         oldest_start=min(starts, default=None),
         newest_start=max(starts, default=None),
+        measured_at=now,
     )

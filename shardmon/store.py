@@ -23,7 +23,13 @@ from typing import Any, TypeVar, cast
 import redis
 import redis.asyncio as aioredis
 
-from shardmon.keys import GATEWAY_EVENTS_TTL_S, ROLLUP_HOUR_TTL_S, ROLLUP_MINUTE_TTL_S, Keys
+from shardmon.keys import (
+    FLEET_TTL_S,
+    GATEWAY_EVENTS_TTL_S,
+    ROLLUP_HOUR_TTL_S,
+    ROLLUP_MINUTE_TTL_S,
+    Keys,
+)
 from shardmon.models import MalformedData, RestartEvent, Sample, parse_event, parse_sample
 from shardmon.rules import FleetView
 from shardmon.stats import (
@@ -31,7 +37,9 @@ from shardmon.stats import (
     FleetSummary,
     Performance,
     RestartStats,
+    fleet_fields,
     merge_rollups,
+    parse_fleet_fields,
     restart_stats,
     summarize_fleet,
     summarize_rollups,
@@ -431,6 +439,30 @@ class Store:
             now=now,
             offline_after_s=offline_after_s,
         )
+
+    async def fleet_totals(self, offline_after_s: float, now: float | None = None) -> FleetSummary:
+        """The fleet's sums and spreads without its shard list: the `fleet` hash the leader
+        writes each tick (one small key, whatever the shard count). Where no leader has
+        written it within `offline_after_s`, or it does not parse, read every shard instead."""
+        now = time.time() if now is None else now
+        raw = await self.client.hgetall(self.keys.fleet)
+        if raw:
+            try:
+                totals = parse_fleet_fields(cast("dict[str, str]", raw))
+            except MalformedData:
+                self._count_skipped(self.keys.fleet, 1)
+            else:
+                if totals.measured_at is not None and now - totals.measured_at <= offline_after_s:
+                    return totals
+        return await self.fleet_summary(offline_after_s, now=now)
+
+    async def write_fleet_totals(self, summary: FleetSummary) -> None:
+        """Replace the `fleet` hash with `summary` (the leader, each tick)."""
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.delete(self.keys.fleet)
+            pipe.hset(self.keys.fleet, mapping=dict[Any, str](fleet_fields(summary)))
+            pipe.expire(self.keys.fleet, FLEET_TTL_S)
+            await pipe.execute()
 
     async def record_gateway_event(self, shard: int, kind: str, now: float | None = None) -> None:
         """Count one IDENTIFY (`identify`) or RESUME (`resume`) of a shard; kept 7 days."""

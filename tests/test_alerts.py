@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 import redis.asyncio as aioredis
@@ -17,6 +18,7 @@ from shardmon.keys import Keys
 from shardmon.leader import LeaderElection, LeaseTiming
 from shardmon.rules import Thresholds
 from shardmon.sinks import Alert, DeliveryPolicy, LogSink
+from shardmon.stats import Spread
 from shardmon.store import Store
 
 QUICK = DeliveryPolicy(attempts=2, backoff_s=0.01, attempt_timeout_s=1)
@@ -187,3 +189,26 @@ async def test_a_follower_does_not_judge(
 ) -> None:
     _, _, judge = make_node("a:1", RecordingSink())
     assert await judge.tick() is False
+
+
+async def test_each_tick_leaves_the_fleet_figures_that_uptime_reads_in_one_key(
+    client: aioredis.Redis, keys: Keys, make_node: Callable[..., Node]
+) -> None:
+    election, _, judge = make_node("a:1", RecordingSink())
+    store = Store(client, keys)
+    await _push(client, keys, {0: 40, 1: 60, 2: 50})
+    assert await election.campaign_once() and await judge.tick()
+    totals = await store.fleet_totals(180)
+    direct = await store.fleet_summary(180, now=totals.measured_at)
+    assert totals.shards == [] and direct.shards  # the one-key answer has no per-shard list
+    assert replace(totals, shards=direct.shards) == direct
+    assert (totals.online, totals.memory) == (3, Spread(average=50, peak=60, low=40))
+    assert 0 < await client.ttl(keys.fleet) <= 86400
+
+    # Figures older than the offline window (no leader judged since) are not trusted.
+    await client.hset(keys.fleet, "ts", repr(time.time() - 600))
+    await _push(client, keys, {3: 70})
+    assert (await store.fleet_totals(180)).online == 4
+    # Nor are figures someone edited by hand: skipped, counted, read from every shard.
+    await client.hset(keys.fleet, mapping={"ts": repr(time.time()), "online": "many"})
+    assert (await store.fleet_totals(180)).online == 4 and store.skipped[keys.fleet] == 1

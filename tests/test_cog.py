@@ -147,6 +147,7 @@ async def test_uptime_answers_for_the_whole_fleet(
     assert fields["Overall health"] == "🔴 Needs attention"
     assert fields["Memory"].startswith(("🟢", "🟡", "🔴")) and "% avg" in fields["Memory"]
     assert fields["Gateway latency"] == f"{(40 + 41 + 43) / 3:.0f} ms avg"
+    assert embed.timestamp is not None and embed.footer.text == "Figures as of"
     assert len(embed) <= 6000
 
 

@@ -270,7 +270,7 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
     )
     async def uptime(self, interaction: discord.Interaction) -> None:
         async def build() -> discord.Embed:
-            summary = await self.store.fleet_summary(self._offline_after_s)
+            summary = await self.store.fleet_totals(self._offline_after_s)
             return uptime_embed(
                 summary,
                 now=time.time(),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import discord
 
@@ -87,6 +88,9 @@ def uptime_embed(
         f"🟢 {summary.online} online · 🔴 {summary.offline} offline · {shard_count} configured",
     )
     _field(embed, "Overall health", health)
+    if summary.measured_at is not None:  # Discord shows it in the reader's own time zone
+        embed.timestamp = datetime.fromtimestamp(summary.measured_at, tz=UTC)
+        embed.set_footer(text="Figures as of")
     return embed
 
 
