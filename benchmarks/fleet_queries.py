@@ -1,35 +1,53 @@
-"""Fleet queries at growing fleet sizes, beside a naive baseline, in the same run.
+"""Fleet queries and the leader's tick at growing fleet sizes, beside a naive baseline.
 
-For each fleet size it loads a private redis-server with that many shards (the last hour of
-samples through the real write script, so the rollups are real, and the rest of each shard's
-`history_size` list with plain LPUSH), then times the data query of /uptime, /restart_stats and
-fleet /performance, and a naive baseline that reads every shard's list (LRANGE) and averages in
-Python. Medians and p99 over repeated runs; ratios against the smallest fleet and the baseline.
+For each fleet size it loads a private redis-server with that many shards at full history: the
+last hour of samples through the real write script (so the rollups are real), the rest of each
+shard's `history_size` list with plain RPUSH, 10 restarts a shard over 30 days and one IDENTIFY
+a shard. Then, in the same run, it times:
 
-    .venv/bin/python benchmarks/fleet_queries.py [--shards 10,100,1000] [--samples 1000] [--runs 30]
+- the data query of /uptime (the `fleet` hash a leader tick wrote), /restart_stats and fleet
+  /performance (minute rollups), and a naive baseline that reads every shard's list (LRANGE) and
+  averages in Python;
+- one leader tick (FleetJudge.tick: read and judge the fleet, claim alerts, roll up the hour,
+  write the `fleet` figures), with 1% of the shards above the memory threshold;
+- Redis memory: MEMORY USAGE of one full shard list, and of every key of the deployment per shard.
+
+Medians and p99 in ms; ratios against the smallest fleet and against the baseline.
+
+    .venv/bin/python benchmarks/fleet_queries.py [--shards 10,100,1000,5000] [--samples 1000]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import statistics
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
 
+from shardmon.alerts import Alerter
 from shardmon.connection import create_redis
 from shardmon.embedded import embedded_redis
+from shardmon.judge import FleetJudge
 from shardmon.keys import Keys
-from shardmon.models import Sample, new_event, parse_sample
+from shardmon.leader import LeaderElection, LeaseTiming
+from shardmon.models import RestartType, Sample, new_event, parse_sample
+from shardmon.rules import Thresholds
+from shardmon.sinks import LogSink
 from shardmon.store import Store
 
 KEYS = Keys("bench")
+RESTARTS_PER_SHARD = 10
+TYPES = list(RestartType)
 
 
 def _sample(shard: int, ts: float) -> Sample:
-    return Sample(ts=ts, shard=shard, cpu=10 + shard % 50, memory=40 + shard % 30,
+    memory = 90.0 if shard % 100 == 7 else 40 + shard % 30  # 1% above the 85% threshold
+    return Sample(ts=ts, shard=shard, cpu=10 + shard % 50, memory=memory,
                   memory_used_mb=900.0, memory_total_mb=2048.0, disk=50.0, cores=2.0,
                   rss_mb=300.0, latency_ms=40.0 + shard % 20, guilds=1000, users=90_000,
                   node="bench:1", started_at=ts - 86400)  # fmt: skip
@@ -50,10 +68,14 @@ async def _load(client: aioredis.Redis, store: Store, shards: int, samples: int)
             for shard in range(start, min(shards, start + 50)):
                 pipe.rpush(KEYS.samples(shard), *([older] * (samples - recent)))
             await pipe.execute()
-    for shard in range(0, shards, max(1, shards // 100)):  # some restarts across the fleet
-        event = new_event("startup", shards=(shard,), node="bench:1", system="bench",
-                          environment="bench", version="1")  # fmt: skip
+    for i in range(shards * RESTARTS_PER_SHARD):  # 30 days of restarts, oldest first
+        ago = (shards * RESTARTS_PER_SHARD - i) * 30 * 86400 / (shards * RESTARTS_PER_SHARD)
+        event = new_event(TYPES[i % len(TYPES)], shards=(i % shards,), node="bench:1",
+                          system="bench", environment="bench", version="1",
+                          now=datetime.fromtimestamp(now - ago, UTC))  # fmt: skip
         await store.record_restart(event)
+    for shard in range(shards):
+        await store.record_gateway_event(shard, "identify", now=now - 600)
 
 
 async def _naive_performance(client: aioredis.Redis, shards: int) -> float:
@@ -76,44 +98,81 @@ async def _time(query: Callable[[], Awaitable[object]], runs: int) -> tuple[floa
     return statistics.median(times), times[min(len(times) - 1, int(len(times) * 0.99))]
 
 
+async def _leader(client: aioredis.Redis, store: Store, shards: int) -> FleetJudge:
+    election = LeaderElection(client, KEYS, "bench:1", LeaseTiming(3600))
+    assert await election.campaign_once(), "the benchmark's node must lead"
+    alerter = Alerter(client, KEYS, "bench:1", [LogSink()])
+    return FleetJudge(store, election, alerter, Thresholds(), interval_s=60, shard_count=shards)
+
+
+async def _memory(client: aioredis.Redis, shards: int) -> tuple[int, float]:
+    """(bytes of one full shard list, bytes of all the deployment's keys per shard)."""
+    one = int(await client.memory_usage(KEYS.samples(0), samples=0) or 0)
+    total = 0
+    async for key in client.scan_iter(f"{KEYS.prefix}*", count=1000):
+        total += int(await client.memory_usage(key, samples=0) or 0)
+    return one, total / shards
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shards", default="10,100,1000", help="fleet sizes (10,100,1000)")
+    parser.add_argument("--shards", default="10,100,1000,5000", help="fleet sizes")
     parser.add_argument("--samples", type=int, default=1000, help="samples per shard (1000)")
     parser.add_argument("--runs", type=int, default=30, help="timed runs per query (30)")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)  # the leader's alerts go to the log: keep it quiet
     sizes = [int(s) for s in args.shards.split(",")]
     rows: list[tuple[int, str, float, float]] = []
+    memory: dict[int, tuple[int, float]] = {}
     with embedded_redis() as server:
-        client = create_redis(server.url, timeout_s=60)
+        client = create_redis(server.url, timeout_s=300)
         store = Store(client, KEYS, history_size=args.samples)
         for shards in sizes:
             started = time.monotonic()
             await _load(client, store, shards, args.samples)
             print(f"loaded {shards} shards x {args.samples} samples in "
                   f"{time.monotonic() - started:.0f} s", flush=True)  # fmt: skip
+            judge = await _leader(client, store, shards)
+            await judge.tick()  # the first tick sends the alerts; later ones are deduplicated
             queries: dict[str, Callable[[], Awaitable[object]]] = {
-                "/uptime (latest + heartbeats)": lambda: store.fleet_summary(180),
-                "/restart_stats": lambda: store.restart_stats(),
+                "/uptime (fleet hash)": lambda: store.fleet_totals(180),
+                "/restart_stats (counts)": lambda: store.restart_stats(),
                 "/performance fleet (rollups)": lambda: store.fleet_performance(3600),
+                "leader tick": judge.tick,
                 "naive: LRANGE every shard": lambda n=shards: _naive_performance(client, n),
             }
-            runs = {name: args.runs if not name.startswith("naive") else max(3, args.runs // 10)
-                    for name in queries}  # fmt: skip
             for name, query in queries.items():
-                median, p99 = await _time(query, runs[name])
+                naive = name.startswith("naive")
+                runs = (3 if shards <= 1000 else 1) if naive else args.runs
+                median, p99 = await _time(query, runs)
                 rows.append((shards, name, median, p99))
+            memory[shards] = await _memory(client, shards)
         await client.aclose()
+    _report(server.kind, sizes, rows, memory, args.samples)
+
+
+def _report(
+    kind: str,
+    sizes: list[int],
+    rows: list[tuple[int, str, float, float]],
+    memory: dict[int, tuple[int, float]],
+    samples: int,
+) -> None:
     smallest = sizes[0]
-    print(f"\n{server.kind}; ms; x{smallest}: ratio to the median at {smallest} shards")
+    print(f"\n{kind}; ms; x{smallest}: ratio to the median at {smallest} shards; "
+          f"naive/this: the baseline's median over this one's, same fleet")  # fmt: skip
     grew, naive_title = f"x{smallest}", "naive/this"
     print(f"{'shards':>6}  {'query':<30} {'median':>9} {'p99':>9} {grew:>7} {naive_title:>10}")
     base = {name: median for shards, name, median, _ in rows if shards == smallest}
     naive = {shards: median for shards, name, median, _ in rows if name.startswith("naive")}
     for shards, name, median, p99 in rows:
-        versus = "" if name.startswith("naive") else f"{naive[shards] / median:.1f}x"
+        versus = "" if name.startswith(("naive", "leader")) else f"{naive[shards] / median:.0f}x"
         growth = median / base[name]
         print(f"{shards:>6}  {name:<30} {median:>9.2f} {p99:>9.2f} {growth:>6.1f}x {versus:>10}")
+    print(f"\nRedis memory at full history ({samples} samples a shard), MEMORY USAGE:")
+    print(f"{'shards':>6} {'one shard list':>15} {'all keys / shard':>17}")
+    for shards, (one, per_shard) in memory.items():
+        print(f"{shards:>6} {one / 1024:>12.0f} KiB {per_shard / 1024:>13.0f} KiB")
 
 
 if __name__ == "__main__":

@@ -152,6 +152,7 @@ class Store:
         self.history_size = history_size
         self._push_sample = client.register_script(lua("push_sample"))
         self._record_restart = client.register_script(lua("record_restart"))
+        self._count_identifies = client.register_script(lua("count_identifies"))
         #: key -> how many malformed values reads have skipped there, since this store began
         self.skipped: Counter[str] = Counter()
 
@@ -491,6 +492,25 @@ class Store:
             counts = await pipe.execute()
         return {shard: (counts[2 * i], counts[2 * i + 1]) for i, shard in enumerate(shards)}
 
+    async def identify_counts(
+        self, shards: Iterable[int], window_s: float = 86400, now: float | None = None
+    ) -> dict[int, int]:
+        """Shard -> IDENTIFYs within the window, for shards with any: one script call, whatever
+        the shard count (a key of the wrong type is skipped and counted)."""
+        now = time.time() if now is None else now
+        shards = list(shards)
+        if not shards:
+            return {}
+        keys = [self.keys.gateway_identify(shard) for shard in shards]
+        found = await self._count_identifies(keys=keys, args=[now - window_s])
+        counts: dict[int, int] = {}
+        for index, count in zip(found[::2], found[1::2], strict=True):
+            if count < 0:
+                self._count_skipped(keys[index - 1], 1)
+            else:
+                counts[shards[index - 1]] = int(count)
+        return counts
+
     async def record_alert_channels(self, channels: Mapping[int, int]) -> None:
         """Guild id -> id of its alert channel (the first named dev-logs, admin-logs, ...)."""
         if channels:
@@ -562,7 +582,7 @@ class Store:
         self, restart_window_s: float, now: float | None = None
     ) -> tuple[FleetView, dict[str, float], list[str]]:
         """What the leader judges: the fleet, the runtime threshold overrides, and the
-        conditions announced and not yet resolved (one round trip, and one for the gateway
+        conditions announced and not yet resolved (one round trip, and one for the IDENTIFY
         counts of the shards seen)."""
         now = time.time() if now is None else now
         keys = self.keys
@@ -575,11 +595,7 @@ class Store:
             latest_raw, beats, recent, overrides_raw, active = await pipe.execute()
         latest = {s.shard: s for s in self._parsed(latest_raw.values(), parse_sample, keys.latest)}
         heartbeats = self._heartbeats(beats)
-        identifies = {
-            shard: counts[0]
-            for shard, counts in (await self.gateway_counts(heartbeats, now=now)).items()
-            if counts[0]
-        }
+        identifies = await self.identify_counts(heartbeats, now=now)
         fleet = FleetView(
             now=now,
             latest=latest,

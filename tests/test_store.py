@@ -255,3 +255,25 @@ async def test_an_event_recorded_during_a_rebuild_is_never_lost_from_the_counts(
     # The rebuild lost its WATCH to the racing write and stored nothing; this read rebuilds.
     assert await client.hgetall(keys.restart_types) == {"manual": "1"}
     assert (await store.restart_stats(now=now)).by_type == {"crash": 1, "manual": 1}
+
+
+async def test_identify_counts_of_the_whole_fleet_come_in_one_script_call(
+    store: Store, client: aioredis.Redis, keys: Keys
+) -> None:
+    now = time.time()
+    for shard, ages in {0: [10, 20, 30], 2: [60], 3: [2 * 86400]}.items():
+        for ago in ages:
+            await store.record_gateway_event(shard, "identify", now=now - ago)
+    await client.set(keys.gateway_identify(4), "written by hand")
+    counts = await store.identify_counts(range(6), now=now)
+    assert counts == {0: 3, 2: 1}  # shard 3's IDENTIFY is older than 24 h
+    assert store.skipped[keys.gateway_identify(4)] == 1
+    assert {s: c[0] for s, c in (await store.gateway_counts([0, 2, 3], now=now)).items()} == {
+        0: 3, 2: 1, 3: 0
+    }  # fmt: skip
+    assert await store.identify_counts([]) == {}
+    fleet, _, _ = await store.fleet_view(3600, now=now)
+    assert fleet.identifies_24h == {}  # only shards with a heartbeat are judged
+    await store.push_samples([(sample(0, ts=now), 1), (sample(4, ts=now), 2)])
+    fleet, _, _ = await store.fleet_view(3600, now=now)
+    assert fleet.identifies_24h == {0: 3}
