@@ -46,6 +46,11 @@ def _first_judgement(log: Path, epoch: int) -> float | None:
     return None
 
 
+def _leader(client: redis.Redis) -> str | None:
+    node = client.get(KEYS.leader)
+    return node.decode() if isinstance(node, bytes) else node
+
+
 def _wait(condition: Callable[[], bool], seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -59,7 +64,7 @@ def _failover(
     fleet: LocalFleet, client: redis.Redis, how: signal.Signals, timing: LeaseTiming
 ) -> float:
     """Stop the leader with `how`; seconds until the next leader judged."""
-    old = fleet.shard_of(client.get(KEYS.leader))
+    old = fleet.shard_of(_leader(client))
     assert old is not None, "no leader of this fleet"
     old_epoch = int(client.get(KEYS.leader_epoch) or 0)
     stopped_at = time.time()
@@ -69,7 +74,7 @@ def _failover(
     assert _wait(lambda: int(client.get(KEYS.leader_epoch) or 0) > old_epoch, limit), (
         "no new leader"
     )
-    new = fleet.shard_of(client.get(KEYS.leader))
+    new = fleet.shard_of(_leader(client))
     epoch = int(client.get(KEYS.leader_epoch) or 0)
     assert new is not None
     judged_at: float | None = None
@@ -126,7 +131,7 @@ def main() -> None:
               f"judging every {settings['sample_interval_s']} s, dedupe {dedupe_s} s")  # fmt: skip
         with LocalFleet(server.url, args.shards, settings, Path(folder)) as fleet:
             fleet.start_all()
-            assert _wait(lambda: fleet.shard_of(client.get(KEYS.leader)) is not None, 20)
+            assert _wait(lambda: fleet.shard_of(_leader(client)) is not None, 20)
             results: dict[str, list[float]] = {}
             kinds = (("SIGKILL (crash)", signal.SIGKILL), ("SIGTERM (clean stop)", signal.SIGTERM))
             for name, how in kinds:

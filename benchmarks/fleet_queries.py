@@ -134,12 +134,16 @@ async def main() -> None:
                   f"{time.monotonic() - started:.0f} s", flush=True)  # fmt: skip
             judge = await _leader(client, store, shards)
             await judge.tick()  # the first tick sends the alerts; later ones are deduplicated
+
+            async def naive(shards: int = shards) -> float:
+                return await _naive_performance(client, shards)
+
             queries: dict[str, Callable[[], Awaitable[object]]] = {
                 "/uptime (fleet hash)": lambda: store.fleet_totals(180),
                 "/restart_stats (counts)": lambda: store.restart_stats(),
                 "/performance fleet (rollups)": lambda: store.fleet_performance(3600),
                 "leader tick": judge.tick,
-                "naive: LRANGE every shard": lambda n=shards: _naive_performance(client, n),
+                "naive: LRANGE every shard": naive,
             }
             for name, query in queries.items():
                 naive = name.startswith("naive")
