@@ -146,8 +146,8 @@ async def main() -> None:
                 "naive: LRANGE every shard": naive,
             }
             for name, query in queries.items():
-                naive = name.startswith("naive")
-                runs = (3 if shards <= 1000 else 1) if naive else args.runs
+                is_naive = name.startswith("naive")
+                runs = (3 if shards <= 1000 else 1) if is_naive else args.runs
                 median, p99 = await _time(query, runs)
                 rows.append((shards, name, median, p99))
             memory[shards] = await _memory(client, shards)
