@@ -58,7 +58,7 @@ def get_system_monitor() -> SystemMonitor:
     with _monitor_lock:
         if _monitor is None:
             settings = _settings()
-            client = create_redis(settings.redis_url_or_default())
+            client = create_redis(settings.redis_target())
             _monitor = SystemMonitor(
                 settings.monitor_config(), client, sinks=settings.alert_sinks()
             )
@@ -153,7 +153,7 @@ def _journal_then_redis(settings: Settings, event: RestartEvent) -> tuple[bool, 
         journaled = True
     except (OSError, ValueError) as exc:
         log.error("restart event %s not journaled (%s): %s", event.id, settings.journal_path, exc)
-    client = create_sync_redis(settings.redis_url_or_default())
+    client = create_sync_redis(settings.redis_target())
     try:
         record_restart_sync(client, Keys(settings.deployment), event)
         in_redis = True

@@ -242,14 +242,15 @@ async def keys(store: Store, settings: Settings, args: argparse.Namespace) -> An
         return [{"key": i.name, "type": i.type, "pattern" if i.family else "name": i.key,
                  "count": counts[i.name]} for i in layout]  # fmt: skip
     url = redact_url(settings.redis_url_or_default())
+    cluster = " -c" if settings.redis_mode == "cluster" else ""
     rows = []
     for info in layout:
         if info.family:
-            command = f"redis-cli -u {url} --scan --pattern '{info.key}'"
+            command = f"redis-cli{cluster} -u {url} --scan --pattern '{info.key}'"
         else:
             read = {"list": "LRANGE {} 0 4", "hash": "HGETALL {}",
                     "zset": "ZRANGE {} 0 9 WITHSCORES", "string": "GET {}"}[info.type]  # fmt: skip
-            command = f"redis-cli -u {url} " + read.format(f"'{info.key}'")
+            command = f"redis-cli{cluster} -u {url} " + read.format(f"'{info.key}'")
         rows.append([info.name, info.type, counts[info.name], info.holds, command])
     note = "count: keys of a family, or the length of a single key\n"
     return note + table(["key", "type", "count", "holds", "read it with"], rows)
@@ -344,7 +345,7 @@ async def serve_exporter(settings: Settings, host: str, port: int) -> None:
 
     from shardmon.exporter import make_app
 
-    client = create_redis(settings.redis_url_or_default(), timeout_s=3)
+    client = create_redis(settings.redis_target(), timeout_s=3)
     keys = Keys(settings.deployment)
     app = make_app(client, keys, 3 * settings.sample_interval_s, settings.restart_window_s)
     runner = web.AppRunner(app, access_log=None)
@@ -450,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def _run_read(command: str, settings: Settings, args: argparse.Namespace) -> Any:
-    client = create_redis(settings.redis_url_or_default(), timeout_s=3)
+    client = create_redis(settings.redis_target(), timeout_s=3)
     try:
         return await READ_COMMANDS[command](
             Store(client, Keys(settings.deployment)), settings, args
@@ -484,10 +485,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"shardmon: Redis refused a command (a key written by hand?): {exc}", file=sys.stderr)
         return 1
     except (redis.ConnectionError, redis.TimeoutError) as exc:
-        url = redact_url(load_settings().redis_url_or_default())
-        print(
-            f"shardmon: could not reach Redis at {url} (SHARDMON_REDIS_URL): {exc}", file=sys.stderr
-        )
+        where = load_settings().redis_target().describe()
+        message = f"could not reach Redis at {where} (SHARDMON_REDIS_*): {exc}"
+        print(f"shardmon: {message}", file=sys.stderr)
         return 1
     except RuntimeError as exc:  # the demo refusing a running fleet
         print(f"shardmon: {exc}", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""The one place Redis clients are built: bounded timeouts and retries, strings decoded.
+"""The one place Redis clients are built: bounded timeouts and retries, strings decoded, and
+one Redis server, a master found through Sentinel, or a Redis Cluster.
 
 redis-py's defaults retry a failed command three times with backoff and wait on a socket without
 a limit; a monitor must instead fail fast and let its own loops decide when to try again.
@@ -7,41 +8,157 @@ a limit; a monitor must instead fail fast and let its own loops decide when to t
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from typing import Any, Literal, cast
 
 import redis
 import redis.asyncio as aioredis
+import redis.asyncio.cluster
+import redis.asyncio.sentinel
+import redis.cluster
+import redis.sentinel
 from redis.backoff import ExponentialBackoff
+from redis.connection import parse_url
 from redis.retry import Retry
 
-__all__ = ["REDIS_ERRORS", "create_redis", "create_sync_redis", "redact_url"]
+__all__ = [
+    "REDIS_ERRORS",
+    "RedisMode",
+    "RedisTarget",
+    "create_redis",
+    "create_sync_redis",
+    "redact_url",
+]
 
 #: What a Redis outage raises; every caller that must survive one catches exactly these.
+#: (A Sentinel that knows no master yet raises MasterNotFoundError, a ConnectionError.)
 REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 
-
-def create_redis(url: str, *, timeout_s: float = 5.0, retries: int = 1) -> aioredis.Redis:
-    """Asyncio client for the monitor, the cog and the CLI."""
-    return aioredis.Redis.from_url(
-        url,
-        decode_responses=True,
-        encoding_errors="replace",  # bytes written by hand become garbage to skip, not a crash
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries),
-        health_check_interval=30,
-    )
+RedisMode = Literal["standalone", "sentinel", "cluster"]
 
 
-def create_sync_redis(url: str, *, timeout_s: float = 1.0) -> redis.Redis:
+@dataclass(frozen=True, slots=True)
+class RedisTarget:
+    """Where shardmon's Redis is.
+
+    - `standalone`: the server at `url`.
+    - `sentinel`: the master named `sentinel_master`, asked of the `sentinels` (host, port);
+      `url`, when given, supplies the master's credentials, TLS options and db (its host is
+      not used); `sentinel_password` is the sentinels' own, if they require one.
+    - `cluster`: a Redis Cluster, `url` being any of its nodes. Every key of a deployment
+      carries the hash tag `{<deployment>}`, so all of them, and every script, use one slot.
+
+    Its repr never shows a password.
+    """
+
+    url: str | None = None
+    mode: RedisMode = "standalone"
+    sentinels: tuple[tuple[str, int], ...] = ()
+    sentinel_master: str = "mymaster"
+    sentinel_password: str | None = None
+
+    def __repr__(self) -> str:
+        return f"RedisTarget({self.describe()})"
+
+    def describe(self) -> str:
+        """Where it points, for logs and errors, without any password."""
+        url = redact_url(self.url) if self.url else None
+        if self.mode == "sentinel":
+            where = ",".join(f"{host}:{port}" for host, port in self.sentinels)
+            return f"sentinel master {self.sentinel_master!r} via {where}" + (
+                f" ({url})" if url else ""
+            )
+        return f"Redis Cluster {url}" if self.mode == "cluster" else str(url)
+
+
+def _target(target: str | RedisTarget) -> RedisTarget:
+    return RedisTarget(url=target) if isinstance(target, str) else target
+
+
+def _master_kwargs(target: RedisTarget) -> dict[str, Any]:
+    """Connection options for a Sentinel's master: what its URL says, minus the address."""
+    if target.url is None:
+        return {}
+    options = dict(parse_url(target.url))  # type: ignore[no-untyped-call]
+    for name in ("host", "port", "path", "connection_class"):
+        options.pop(name, None)
+    if target.url.startswith("rediss://"):
+        options["ssl"] = True
+    return options
+
+
+def create_redis(
+    target: str | RedisTarget, *, timeout_s: float = 5.0, retries: int = 1
+) -> aioredis.Redis:
+    """Asyncio client for the monitor, the cog and the CLI (a URL means a standalone server).
+
+    For a Cluster this is a `redis.asyncio.RedisCluster`, typed as `Redis`: shardmon only sends
+    it commands and scripts of one slot, which both clients offer alike."""
+    target = _target(target)
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "encoding_errors": "replace",  # bytes written by hand become garbage to skip
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), retries),
+    }
+    if target.mode == "cluster":
+        return cast(
+            "aioredis.Redis",
+            redis.asyncio.cluster.RedisCluster.from_url(_required_url(target), **options),
+        )
+    if target.mode == "sentinel":
+        sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+            list(target.sentinels),
+            sentinel_kwargs=_sentinel_kwargs(target, timeout_s),
+            **_master_kwargs(target),
+        )
+        master = sentinel.master_for(
+            target.sentinel_master, redis_class=aioredis.Redis, health_check_interval=30, **options
+        )
+        return cast("aioredis.Redis", master)
+    return aioredis.Redis.from_url(_required_url(target), health_check_interval=30, **options)
+
+
+def create_sync_redis(target: str | RedisTarget, *, timeout_s: float = 1.0) -> redis.Redis:
     """Blocking client for the seed's log functions: one try, short timeouts."""
-    return redis.Redis.from_url(
-        url,
-        decode_responses=True,
-        encoding_errors="replace",
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        retry=Retry(ExponentialBackoff(), 0),
-    )
+    target = _target(target)
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "encoding_errors": "replace",
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+        "retry": Retry(ExponentialBackoff(), 0),
+    }
+    if target.mode == "cluster":
+        return cast(
+            "redis.Redis",
+            redis.cluster.RedisCluster.from_url(_required_url(target), **options),
+        )
+    if target.mode == "sentinel":
+        sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+            list(target.sentinels),
+            sentinel_kwargs=_sentinel_kwargs(target, timeout_s),
+            **_master_kwargs(target),
+        )
+        master = sentinel.master_for(  # type: ignore[no-untyped-call]
+            target.sentinel_master, redis_class=redis.Redis, **options
+        )
+        return cast("redis.Redis", master)
+    return redis.Redis.from_url(_required_url(target), **options)
+
+
+def _required_url(target: RedisTarget) -> str:
+    if target.url is None:
+        raise ValueError(f"a {target.mode} Redis needs a URL")
+    return target.url
+
+
+def _sentinel_kwargs(target: RedisTarget, timeout_s: float) -> dict[str, Any]:
+    options: dict[str, Any] = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
+    if target.sentinel_password is not None:
+        options["password"] = target.sentinel_password
+    return options
 
 
 def redact_url(url: str) -> str:

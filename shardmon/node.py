@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 async def run_node(gateway: GatewayProvider | None = None) -> None:
     """Run one monitor until SIGTERM/SIGINT (`gateway`: the shards' figures, if known)."""
     settings = load_settings()
-    client = create_redis(settings.redis_url_or_default())
+    client = create_redis(settings.redis_target())
     monitor = SystemMonitor(
         settings.monitor_config(), client, gateway=gateway, sinks=settings.alert_sinks()
     )

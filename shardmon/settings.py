@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from redis.connection import parse_url
 
+from shardmon.connection import RedisTarget
 from shardmon.monitor import MonitorConfig
 from shardmon.sinks import LogSink, Sink
 
@@ -36,6 +37,18 @@ class Settings(BaseSettings):
 
     redis_url: SecretStr | None = Field(
         default=None, description="redis:// or rediss:// URL; may hold a password, so it is secret"
+    )
+    redis_mode: Literal["standalone", "sentinel", "cluster"] = Field(
+        default="standalone", description="one server, a master found through Sentinel, a Cluster"
+    )
+    redis_sentinels: Annotated[list[tuple[str, int]], NoDecode] = Field(
+        default_factory=list, description="sentinel mode: host:port,host:port"
+    )
+    redis_sentinel_master: str = Field(
+        default="mymaster", min_length=1, max_length=100, description="sentinel mode: master name"
+    )
+    redis_sentinel_password: SecretStr | None = Field(
+        default=None, description="sentinel mode: the sentinels' own password, if they need one"
     )
     deployment: str = Field(default="default", description="bot name in every Redis key")
     system_name: str = Field(default="Discord Bot", min_length=1, max_length=100)
@@ -113,6 +126,20 @@ class Settings(BaseSettings):
                 raise ValueError(f"{part!r} is not a shard id or a range like 0-3")
         return ids
 
+    @field_validator("redis_sentinels", mode="before")
+    @classmethod
+    def _parse_sentinels(cls, value: object) -> object:
+        """Accept `host:port,host:port` (a port 1-65535 each)."""
+        if not isinstance(value, str):
+            return value
+        sentinels = []
+        for part in value.split(","):
+            host, colon, port = part.strip().rpartition(":")
+            if not (colon and host and port.isdigit() and 0 < int(port) < 65536):
+                raise ValueError(f"{part.strip()!r} is not host:port")
+            sentinels.append((host.strip("[]"), int(port)))
+        return sentinels
+
     @field_validator("alert_guild_ids", mode="before")
     @classmethod
     def _parse_guild_ids(cls, value: object) -> object:
@@ -139,6 +166,10 @@ class Settings(BaseSettings):
         low = min(self.memory_critical, self.cpu_critical)
         if self.warn_level >= low:
             raise ValueError(f"warn_level: {self.warn_level} must be below the critical {low}")
+        if self.redis_mode == "sentinel" and not self.redis_sentinels:
+            raise ValueError("redis_sentinels: sentinel mode needs host:port of the sentinels")
+        if self.redis_mode == "cluster" and self.redis_url is None:
+            raise ValueError("redis_url: cluster mode needs the URL of one of its nodes")
         if self.redis_url is not None:
             url = self.redis_url.get_secret_value()
             if not url.startswith(("redis://", "rediss://", "unix://")):
@@ -152,6 +183,21 @@ class Settings(BaseSettings):
     def redis_url_or_default(self) -> str:
         """The configured Redis URL, else a local Redis on 6379."""
         return self.redis_url.get_secret_value() if self.redis_url else DEFAULT_REDIS_URL
+
+    def redis_target(self) -> RedisTarget:
+        """Where Redis is, for `create_redis` (a local Redis on 6379 by default)."""
+        password = self.redis_sentinel_password
+        if self.redis_mode == "sentinel":
+            url = self.redis_url.get_secret_value() if self.redis_url else None
+        else:
+            url = self.redis_url_or_default()
+        return RedisTarget(
+            url=url,
+            mode=self.redis_mode,
+            sentinels=tuple(self.redis_sentinels),
+            sentinel_master=self.redis_sentinel_master,
+            sentinel_password=password.get_secret_value() if password else None,
+        )
 
     def alert_sinks(self) -> list[Sink]:
         """The log, plus the webhook when one is set."""
