@@ -23,7 +23,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from shardmon.connection import REDIS_ERRORS
+from shardmon.connection import REDIS_ERRORS, run_script
 from shardmon.keys import ALERTS_CAP, Keys
 from shardmon.rules import AlertText, Finding, FleetView, Rule
 from shardmon.sinks import Alert, DeliveryPolicy, LogSink, Sink, deliver
@@ -83,14 +83,14 @@ class Alerter:
     ) -> Alert | None:
         """Claim each finding's condition and send one message for those claimed."""
         claim = f"{epoch}:{uuid.uuid4().hex}"
-        async with self.client.pipeline(transaction=False) as pipe:
-            for finding in findings:
-                await self._claim_alert(
-                    keys=[self.keys.leader, self.keys.alert(rule.name, finding.shard)],
-                    args=[self.node, self.dedupe_s, claim],
-                    client=pipe,
-                )
-            results = await pipe.execute()
+        calls = [
+            (
+                [self.keys.leader, self.keys.alert(rule.name, finding.shard)],
+                [self.node, self.dedupe_s, claim],
+            )
+            for finding in findings
+        ]
+        results = await run_script(self.client, self._claim_alert, calls)
         if -1 in results:
             log.warning("not the leader any more: %s alert not sent", rule.name)
             won = [f for f, result in zip(findings, results, strict=True) if result == 1]

@@ -8,6 +8,7 @@ a limit; a monitor must instead fail fast and let its own loops decide when to t
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -18,6 +19,7 @@ import redis.asyncio.sentinel
 import redis.cluster
 import redis.sentinel
 from redis.backoff import ExponentialBackoff
+from redis.commands.core import AsyncScript
 from redis.connection import parse_url
 from redis.retry import Retry
 
@@ -28,6 +30,7 @@ __all__ = [
     "create_redis",
     "create_sync_redis",
     "redact_url",
+    "run_script",
 ]
 
 #: What a Redis outage raises; every caller that must survive one catches exactly these.
@@ -146,6 +149,22 @@ def create_sync_redis(target: str | RedisTarget, *, timeout_s: float = 1.0) -> r
         )
         return cast("redis.Redis", master)
     return redis.Redis.from_url(_required_url(target), **options)
+
+
+async def run_script(
+    client: aioredis.Redis,
+    script: AsyncScript,
+    calls: Sequence[tuple[Sequence[str], Sequence[Any]]],
+) -> list[Any]:
+    """Run `script` once per (keys, args), in order, and return the results in order: in one
+    pipeline (one round trip) on a server or a Sentinel master; one call after the other on a
+    Cluster, whose redis-py pipelines refuse scripts."""
+    if isinstance(client, redis.asyncio.cluster.RedisCluster):
+        return [await script(keys=keys, args=args) for keys, args in calls]
+    async with client.pipeline(transaction=False) as pipe:
+        for keys, args in calls:
+            await script(keys=keys, args=args, client=pipe)
+        return list(await pipe.execute())
 
 
 def _required_url(target: RedisTarget) -> str:

@@ -23,6 +23,7 @@ from typing import Any, TypeVar, cast
 import redis
 import redis.asyncio as aioredis
 
+from shardmon.connection import run_script
 from shardmon.keys import (
     FLEET_TTL_S,
     GATEWAY_EVENTS_TTL_S,
@@ -168,12 +169,12 @@ class Store:
                     keys=self._sample_keys(sample), args=self._sample_args(sample, seq)
                 )
             )
-        async with self.client.pipeline(transaction=False) as pipe:
-            for sample, seq in batch:
-                await self._push_sample(
-                    keys=self._sample_keys(sample), args=self._sample_args(sample, seq), client=pipe
-                )
-            return sum(int(applied) for applied in await pipe.execute())
+        calls = [
+            (self._sample_keys(sample), self._sample_args(sample, seq)) for sample, seq in batch
+        ]
+        return sum(
+            int(applied) for applied in await run_script(self.client, self._push_sample, calls)
+        )
 
     def _sample_keys(self, sample: Sample) -> list[str]:
         keys = self.keys
@@ -219,14 +220,12 @@ class Store:
             self.skipped["journal"] += bad
         if not events:
             return 0
-        async with self.client.pipeline(transaction=False) as pipe:
-            for event, line in events:
-                await self._record_restart(
-                    keys=_restart_keys(self.keys, event),
-                    args=_restart_args(event, line),
-                    client=pipe,
-                )
-            return sum(int(added) for added in await pipe.execute())
+        calls = [
+            (_restart_keys(self.keys, event), _restart_args(event, line)) for event, line in events
+        ]
+        return sum(
+            int(added) for added in await run_script(self.client, self._record_restart, calls)
+        )
 
     async def write_shard_info(self, shards: Sequence[int], info: ShardInfo) -> None:
         """`shard:<shard>` of each shard a process runs, in one round trip."""

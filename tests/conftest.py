@@ -15,9 +15,9 @@ import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from redis_server import RedisServer
+from redis_server import ClusterSetup, RedisServer, SentinelSetup
 
-from shardmon.connection import create_redis
+from shardmon.connection import RedisTarget, create_redis
 from shardmon.keys import Keys
 from shardmon.monitor import MonitorConfig
 
@@ -64,9 +64,52 @@ def redis_url(redis_server: RedisServer) -> str:
     return redis_server.url
 
 
+#: A test module with `TOPOLOGIES = ALL_TOPOLOGIES` runs each test that uses `client` or
+#: `redis_target` against one server, a Sentinel-managed master and a 3-master Cluster.
+ALL_TOPOLOGIES = ("standalone", "sentinel", "cluster")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    topologies = getattr(metafunc.module, "TOPOLOGIES", None)
+    uses_redis = {"client", "redis_target"} & set(metafunc.fixturenames)
+    if topologies and uses_redis:
+        metafunc.parametrize("topology", topologies, indirect=True)
+
+
 @pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = create_redis(redis_url)
+def topology(request: pytest.FixtureRequest) -> str:
+    return str(getattr(request, "param", "standalone"))
+
+
+@pytest.fixture(scope="session")
+def sentinel_setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSetup]:
+    setup = SentinelSetup(tmp_path_factory.mktemp("sentinel"))
+    setup.start()
+    yield setup
+    setup.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster_setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterSetup]:
+    setup = ClusterSetup(tmp_path_factory.mktemp("cluster"))
+    setup.start()
+    yield setup
+    setup.stop()
+
+
+@pytest.fixture
+def redis_target(topology: str, request: pytest.FixtureRequest) -> RedisTarget:
+    """An empty Redis of the test's topology (standalone unless the module asks for more)."""
+    if topology == "standalone":
+        return RedisTarget(url=request.getfixturevalue("redis_url"))
+    setup: SentinelSetup | ClusterSetup = request.getfixturevalue(f"{topology}_setup")
+    setup.flush()
+    return setup.target
+
+
+@pytest.fixture
+async def client(redis_target: RedisTarget) -> AsyncIterator[aioredis.Redis]:
+    client = create_redis(redis_target)
     yield client
     await client.aclose()
 

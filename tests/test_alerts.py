@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import pytest
 import redis.asyncio as aioredis
+from conftest import ALL_TOPOLOGIES
 from helpers import sample
 
 from shardmon.alerts import Alerter
@@ -22,6 +23,8 @@ from shardmon.stats import Spread
 from shardmon.store import Store
 
 QUICK = DeliveryPolicy(attempts=2, backoff_s=0.01, attempt_timeout_s=1)
+
+TOPOLOGIES = ALL_TOPOLOGIES  # standalone, Sentinel and Cluster alike
 
 
 class RecordingSink:

@@ -5,13 +5,16 @@ import time
 from typing import Any
 
 import pytest
-import redis
 import redis.asyncio as aioredis
+from conftest import ALL_TOPOLOGIES
 from helpers import event, sample
 
+from shardmon.connection import RedisTarget, create_sync_redis
 from shardmon.keys import Keys
 from shardmon.models import parse_sample
 from shardmon.store import ShardInfo, Store, record_restart_sync
+
+TOPOLOGIES = ALL_TOPOLOGIES  # standalone, Sentinel and Cluster alike
 
 
 @pytest.fixture
@@ -236,7 +239,7 @@ async def test_an_event_recorded_during_a_rebuild_is_never_lost_from_the_counts(
     store: Store,
     client: aioredis.Redis,
     keys: Keys,
-    redis_url: str,
+    redis_target: RedisTarget,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     now = time.time()
@@ -245,7 +248,7 @@ async def test_an_event_recorded_during_a_rebuild_is_never_lost_from_the_counts(
     parse = store._parsed
 
     def parse_then_race(*args: Any) -> Any:  # another process records between read and write
-        with redis.Redis.from_url(redis_url, decode_responses=True) as other:
+        with create_sync_redis(redis_target) as other:
             record_restart_sync(other, keys, event("manual", at=now))
         return parse(*args)
 
