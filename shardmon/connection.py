@@ -74,6 +74,26 @@ class RedisTarget:
         return f"Redis Cluster {url}" if self.mode == "cluster" else str(url)
 
 
+class _SentinelMaster(aioredis.Redis):
+    """A Sentinel's master: closing it also closes the connections to the sentinels."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        manager = getattr(self.connection_pool, "sentinel_manager", None)
+        for sentinel in getattr(manager, "sentinels", ()):
+            await sentinel.aclose()
+
+
+class _SyncSentinelMaster(redis.Redis):
+    """The blocking twin of `_SentinelMaster`."""
+
+    def close(self) -> None:
+        super().close()
+        manager = getattr(self.connection_pool, "sentinel_manager", None)
+        for sentinel in getattr(manager, "sentinels", ()):
+            sentinel.close()
+
+
 def _target(target: str | RedisTarget) -> RedisTarget:
     return RedisTarget(url=target) if isinstance(target, str) else target
 
@@ -117,7 +137,7 @@ def create_redis(
             **_master_kwargs(target),
         )
         master = sentinel.master_for(
-            target.sentinel_master, redis_class=aioredis.Redis, health_check_interval=30, **options
+            target.sentinel_master, redis_class=_SentinelMaster, health_check_interval=30, **options
         )
         return cast("aioredis.Redis", master)
     return aioredis.Redis.from_url(_required_url(target), health_check_interval=30, **options)
@@ -145,7 +165,7 @@ def create_sync_redis(target: str | RedisTarget, *, timeout_s: float = 1.0) -> r
             **_master_kwargs(target),
         )
         master = sentinel.master_for(  # type: ignore[no-untyped-call]
-            target.sentinel_master, redis_class=redis.Redis, **options
+            target.sentinel_master, redis_class=_SyncSentinelMaster, **options
         )
         return cast("redis.Redis", master)
     return redis.Redis.from_url(_required_url(target), **options)

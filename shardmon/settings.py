@@ -242,6 +242,9 @@ def load_settings(**overrides: object) -> Settings:
         for error in exc.errors():
             field = ".".join(str(part) for part in error["loc"])
             message = error["msg"].removeprefix("Value error, ")
+            named, colon, rest = message.partition(": ")
+            if not field and colon and named in Settings.model_fields:  # a cross-field check
+                field, message = named, rest
             name = f"SHARDMON_{field.upper()}" if field else "settings"
             lines.append(f"{name}: {message}")
         raise SettingsError("invalid shardmon settings:\n  " + "\n  ".join(lines)) from None

@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from redis_server import ClusterSetup, RedisServer, SentinelSetup
 
+from shardmon import api
 from shardmon.connection import RedisTarget, create_redis
 from shardmon.keys import Keys
 from shardmon.monitor import MonitorConfig
@@ -36,6 +37,14 @@ def _no_shardmon_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         if name.startswith("SHARDMON_"):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_api_settings() -> Iterator[None]:
+    """The seed helpers read settings once a process: once a test, here."""
+    api._settings.cache_clear()
+    yield
+    api._settings.cache_clear()
 
 
 @pytest.fixture(scope="session")

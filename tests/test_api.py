@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,13 +38,6 @@ def _run(script: str, redis_url: str, cwd: Path) -> float:
     elapsed = time.monotonic() - started
     assert done.returncode == 0, done.stderr
     return elapsed
-
-
-@pytest.fixture(autouse=True)
-def _fresh_api_settings() -> Iterator[None]:
-    api._settings.cache_clear()
-    yield
-    api._settings.cache_clear()
 
 
 def test_plain_script_leaves_three_events_in_redis_and_journal(

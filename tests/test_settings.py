@@ -52,12 +52,12 @@ def test_shard_ids_accept_list_csv_and_range(monkeypatch: pytest.MonkeyPatch, ra
         ("SHARDMON_DEPLOYMENT", "a{b}", "SHARDMON_DEPLOYMENT"),
         ("SHARDMON_DEPLOYMENT", "a:b", "SHARDMON_DEPLOYMENT"),
         ("SHARDMON_SHARD_IDS", "0,x", "SHARDMON_SHARD_IDS"),
-        ("SHARDMON_SHARD_IDS", "5", "shard_ids"),
-        ("SHARDMON_SHARD_IDS", "0,0", "shard_ids"),
-        ("SHARDMON_WARN_LEVEL", "90", "warn_level"),
+        ("SHARDMON_SHARD_IDS", "5", "SHARDMON_SHARD_IDS: \\[5\\] outside"),
+        ("SHARDMON_SHARD_IDS", "0,0", "SHARDMON_SHARD_IDS: a shard id is listed twice"),
+        ("SHARDMON_WARN_LEVEL", "90", "SHARDMON_WARN_LEVEL: 90.0 must be below"),
         ("SHARDMON_RESTART_ALERT_THRESHOLD", "0", "SHARDMON_RESTART_ALERT_THRESHOLD"),
-        ("SHARDMON_REDIS_URL", "http://example", "redis_url"),
-        ("SHARDMON_REDIS_URL", "redis://host:abc/0", "redis_url"),
+        ("SHARDMON_REDIS_URL", "http://example", "SHARDMON_REDIS_URL: must start"),
+        ("SHARDMON_REDIS_URL", "redis://host:abc/0", "SHARDMON_REDIS_URL: not a valid"),
     ],
 )
 def test_invalid_values_fail_at_start_naming_the_field(

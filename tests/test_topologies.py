@@ -1,0 +1,138 @@
+"""Sentinel and Cluster: settings select them, and a master failover loses no restart event."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from redis_server import ClusterSetup, SentinelSetup
+
+from shardmon.api import log_bot_restart
+from shardmon.connection import create_redis, create_sync_redis
+from shardmon.keys import Keys
+from shardmon.monitor import MonitorConfig, SystemMonitor
+from shardmon.settings import SettingsError, load_settings
+
+
+def _wait_for_restarts(client: redis.Redis, count: int) -> None:
+    """The seed's helpers write from a thread of their own: wait for it (10 s at most)."""
+    deadline = time.monotonic() + 10
+    while client.zcard(Keys("default").restarts) != count:
+        assert time.monotonic() < deadline, "the restart event never reached Redis"
+        time.sleep(0.02)
+
+
+def test_settings_select_a_sentinel_master(
+    sentinel_setup: SentinelSetup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sentinel_setup.flush()
+    monkeypatch.setenv("SHARDMON_REDIS_MODE", "sentinel")
+    monkeypatch.setenv(
+        "SHARDMON_REDIS_SENTINELS", ",".join(f"{h}:{p}" for h, p in sentinel_setup.addresses)
+    )
+    monkeypatch.setenv("SHARDMON_REDIS_SENTINEL_MASTER", sentinel_setup.MASTER)
+    target = load_settings().redis_target()
+    assert target == sentinel_setup.target
+    assert log_bot_restart("manual") is not None  # the seed's blocking helper, through Sentinel
+    with create_sync_redis(target) as client:
+        _wait_for_restarts(client, 1)
+        assert client.connection_pool.get_master_address()[1] == sentinel_setup.master_port()
+
+
+def test_settings_select_a_cluster(
+    cluster_setup: ClusterSetup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cluster_setup.flush()
+    monkeypatch.setenv("SHARDMON_REDIS_MODE", "cluster")
+    monkeypatch.setenv("SHARDMON_REDIS_URL", cluster_setup.url)
+    target = load_settings().redis_target()
+    assert target == cluster_setup.target
+    assert log_bot_restart("crash") is not None
+    with create_sync_redis(target) as client:
+        _wait_for_restarts(client, 1)
+        # Every key of the deployment hashes to one slot, on one of the three masters.
+        slots = {client.keyslot(key) for key in client.scan_iter("shardmon:*")}
+        assert len(slots) == 1
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"SHARDMON_REDIS_MODE": "sentinel"}, "SHARDMON_REDIS_SENTINELS"),
+        ({"SHARDMON_REDIS_MODE": "sentinel", "SHARDMON_REDIS_SENTINELS": "a:1,b"}, "'b'"),
+        ({"SHARDMON_REDIS_MODE": "sentinel", "SHARDMON_REDIS_SENTINELS": "a:0"}, "'a:0'"),
+        ({"SHARDMON_REDIS_MODE": "cluster"}, "SHARDMON_REDIS_URL"),
+        ({"SHARDMON_REDIS_MODE": "replicated"}, "SHARDMON_REDIS_MODE"),
+    ],
+)
+def test_an_incomplete_topology_fails_at_start_naming_the_setting(
+    env: dict[str, str], named: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match=named):
+        load_settings()
+
+
+def test_the_sentinel_password_never_shows(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHARDMON_REDIS_MODE", "sentinel")
+    monkeypatch.setenv("SHARDMON_REDIS_SENTINELS", "10.0.0.1:26379")
+    monkeypatch.setenv("SHARDMON_REDIS_SENTINEL_PASSWORD", "s3ntinel-secret")
+    monkeypatch.setenv("SHARDMON_REDIS_URL", "redis://app:m4ster-secret@ignored:6379/0")
+    settings = load_settings()
+    shown = f"{settings!r} {settings.redis_target()!r} {settings.redis_target().describe()}"
+    assert "s3ntinel-secret" not in shown and "m4ster-secret" not in shown
+    assert "10.0.0.1:26379" in shown
+
+
+async def test_a_sentinel_failover_loses_no_restart_event_and_the_bot_runs_on(
+    tmp_path: Path, config: MonitorConfig
+) -> None:
+    setup = SentinelSetup(tmp_path / "sentinel")
+    setup.start()
+    try:
+        client = create_redis(setup.target, timeout_s=0.5)
+        keys = Keys(config.deployment)
+        monitor = SystemMonitor(dataclasses.replace(config, sample_interval_s=0.1), client)
+        await monitor.start()
+        logged = []
+        old_master = setup.master_port()
+        killed_at = time.monotonic()
+        promoted_after = None
+        for step in range(150):  # 0.05 s apart: about 7.5 s, the master killed after 1 s
+            if step == 20:
+                setup.master.kill()
+                killed_at = time.monotonic()
+            logged.append(await monitor.log_restart("manual", {"step": step}))
+            if step > 20 and promoted_after is None and setup.master_port() != old_master:
+                promoted_after = time.monotonic() - killed_at
+            await asyncio.sleep(0.05)
+
+        async def caught_up() -> bool:
+            return monitor.redis_available and await client.zcard(keys.restarts) == len(logged)
+
+        async with asyncio.timeout(20):
+            while not await caught_up():  # noqa: ASYNC110 - the state lives in Redis
+                await asyncio.sleep(0.1)
+        members = await client.zrange(keys.restarts, 0, -1)
+        ids = {e.id for e in logged}
+        found = sum(1 for m in members if any(i in m for i in ids))
+        newest = await client.hget(keys.latest, "0")
+        print(
+            f"sentinel failover: master {old_master} -> {setup.master_port()} promoted after "
+            f"{promoted_after:.1f} s; restart events logged {len(logged)}, found {found}, "
+            f"lost {len(logged) - found}, duplicates {len(members) - found}; "
+            f"sampling alive: {monitor.running}"
+        )
+        assert setup.master_port() != old_master
+        assert found == len(logged) and len(members) == len(logged)
+        assert monitor.running and newest is not None
+        assert '"ts":' in newest and float(newest.split('"ts":')[1].split(",")[0]) > time.time() - 2
+        await monitor.stop()
+        await client.aclose()
+    finally:
+        setup.stop()
