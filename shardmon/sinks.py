@@ -59,7 +59,11 @@ class LogSink:
     async def send(self, alert: Alert) -> None:
         level = logging.INFO if alert.kind == "resolved" else logging.WARNING
         body = alert.body.replace("\n", " | ")
-        self.logger.log(level, "%s | %s (epoch %d)", alert.title, body, alert.epoch)
+        shards = ",".join(map(str, alert.shards))
+        self.logger.log(
+            level, "%s | %s [%s %s shards=%s epoch=%d]",
+            alert.title, body, alert.kind, alert.rule, shards, alert.epoch,
+        )  # fmt: skip
 
     async def close(self) -> None:
         return None

@@ -93,17 +93,21 @@ def topology(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def sentinel_setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSetup]:
     setup = SentinelSetup(tmp_path_factory.mktemp("sentinel"))
-    setup.start()
-    yield setup
-    setup.stop()
+    try:
+        setup.start()
+        yield setup
+    finally:
+        setup.stop()
 
 
 @pytest.fixture(scope="session")
 def cluster_setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterSetup]:
     setup = ClusterSetup(tmp_path_factory.mktemp("cluster"))
-    setup.start()
-    yield setup
-    setup.stop()
+    try:
+        setup.start()
+        yield setup
+    finally:
+        setup.stop()
 
 
 @pytest.fixture
