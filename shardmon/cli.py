@@ -20,7 +20,7 @@ from typing import Any
 
 import redis
 
-from shardmon.connection import create_redis, redact_url
+from shardmon.connection import create_redis, redact_url, refusal
 from shardmon.journal import Journal
 from shardmon.keys import Keys
 from shardmon.models import MalformedData, RestartType, parse_event
@@ -482,7 +482,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"shardmon: {exc}", file=sys.stderr)
         return 1
     except redis.ResponseError as exc:
-        print(f"shardmon: Redis refused a command (a key written by hand?): {exc}", file=sys.stderr)
+        print(
+            f"shardmon: Redis refused a command (a key written by hand?): {refusal(exc)}",
+            file=sys.stderr,
+        )
         return 1
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         where = load_settings().redis_target().describe()

@@ -30,6 +30,7 @@ __all__ = [
     "create_redis",
     "create_sync_redis",
     "redact_url",
+    "refusal",
     "run_script",
 ]
 
@@ -185,6 +186,21 @@ async def run_script(
         for keys, args in calls:
             await script(keys=keys, args=args, client=pipe)
         return list(await pipe.execute())
+
+
+_PIPELINE_ERROR = re.compile(
+    r"Command # \d+ \((?P<command>.+?)\) of pipeline caused error: \('?(?P<error>.+?)'?,?\)$", re.S
+)
+
+
+def refusal(exc: redis.ResponseError) -> str:
+    """What Redis refused, in one line: `WRONGTYPE ... (HGETALL <key>)` rather than redis-py's
+    pipeline wrapping."""
+    text = str(exc)
+    match = _PIPELINE_ERROR.match(text)
+    if match:
+        text = f"{match['error']} ({match['command'][:120]})"
+    return " ".join(text.split())
 
 
 def _required_url(target: RedisTarget) -> str:

@@ -6,10 +6,13 @@ slot and multi-key scripts work on standalone Redis, Sentinel and Cluster alike.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 __all__ = [
     "ALERTS_CAP",
+    "DEPLOYMENT_PATTERN",
+    "DEPLOYMENT_RULE",
     "FLEET_TTL_S",
     "GATEWAY_EVENTS_TTL_S",
     "ROLLUP_HOUR_TTL_S",
@@ -17,6 +20,11 @@ __all__ = [
     "KeyInfo",
     "Keys",
 ]
+
+#: A deployment name: it goes inside the hash tag `{...}` and between `:`, so none of those,
+#: and no spaces, which redis-cli users would have to quote.
+DEPLOYMENT_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+DEPLOYMENT_RULE = "use 1-64 letters, digits, '_', '.' or '-' (it goes into Redis key names)"
 
 #: `rollup:<minute>` lives two days: enough for "the last 24 hours" at minute resolution.
 ROLLUP_MINUTE_TTL_S = 2 * 86400
@@ -46,6 +54,12 @@ class Keys:
     """Key names of one deployment: `Keys("acme").restarts == "shardmon:{acme}:restarts"`."""
 
     deployment: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.deployment, str) or not DEPLOYMENT_PATTERN.fullmatch(
+            self.deployment
+        ):
+            raise ValueError(f"deployment {self.deployment!r}: {DEPLOYMENT_RULE}")
 
     @property
     def prefix(self) -> str:

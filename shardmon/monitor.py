@@ -25,7 +25,7 @@ import redis.asyncio as aioredis
 
 from shardmon.alerts import Alerter
 from shardmon.collector import Collector
-from shardmon.connection import REDIS_ERRORS
+from shardmon.connection import REDIS_ERRORS, refusal
 from shardmon.health import HealthServer
 from shardmon.journal import Journal
 from shardmon.judge import FleetJudge
@@ -390,10 +390,10 @@ class SystemMonitor:
             log.info("replayed %d restart event(s) from %s", added, self.journal.path)
 
     def _refused(self, what: str, exc: redis.ResponseError) -> None:
-        refusal = str(exc).split("caused error: ", 1)[-1]  # a pipeline prefixes its command
-        if refusal != self._last_refusal:
-            log.error("Redis refused %s: %s", what, refusal)
-        self._last_refusal = refusal
+        said = refusal(exc)
+        if said != self._last_refusal:
+            log.error("Redis refused %s: %s", what, said)
+        self._last_refusal = said
 
     async def _write_shard_info(self) -> None:
         host, _, pid = self.config.node.rpartition(":")

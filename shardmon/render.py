@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import math
 import unicodedata
 from collections.abc import Sequence
 
 __all__ = ["defuse_mentions", "format_uptime", "sparkline", "status_emoji", "table"]
 
 
+#: Uptimes beyond this come from clocks or data gone wrong, not from a running process.
+_UPTIME_CAP_S = 100 * 365 * 86400
+
+
 def format_uptime(seconds: float) -> str:
-    """`2d 5h 30m`; leading zero units are dropped, and under a minute it says `42s`."""
+    """`2d 5h 30m`; leading zero units are dropped, and under a minute it says `42s`. A time
+    that is not a number says `unknown`, one over a century `over 100 years`."""
+    if not math.isfinite(seconds):
+        return "unknown"
+    if seconds > _UPTIME_CAP_S:
+        return "over 100 years"
     total = max(0, int(seconds))
     if total < 60:
         return f"{total}s"
@@ -36,21 +46,23 @@ _SPARKS = "▁▂▃▄▅▆▇█"
 
 
 def sparkline(values: Sequence[float], width: int = 30) -> str:
-    """A Unicode sparkline of the values (oldest first), averaged down to `width` characters."""
+    """A Unicode sparkline of the values (oldest first), averaged down to `width` characters;
+    values that are not finite numbers are left out."""
+    values = [v for v in values if math.isfinite(v)]
     if not values:
         return ""
     if len(values) > width:
         step = len(values) / width
         values = [
-            sum(chunk) / len(chunk)
+            sum(v / len(chunk) for v in chunk)  # divided first: no overflow
             for i in range(width)
             if (chunk := values[int(i * step) : int((i + 1) * step)])
         ]
     low, high = min(values), max(values)
-    span = high - low
+    span = high / 2 - low / 2  # halves: no overflow between the largest doubles
     if span == 0:
         return _SPARKS[0] * len(values)
-    return "".join(_SPARKS[round((v - low) / span * 7)] for v in values)
+    return "".join(_SPARKS[round((v / 2 - low / 2) / span * 7)] for v in values)
 
 
 def status_emoji(percent: float | None, warn: float = 70, critical: float = 85) -> str:

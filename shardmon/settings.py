@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from redis.connection import parse_url
 
 from shardmon.connection import RedisTarget
+from shardmon.keys import DEPLOYMENT_PATTERN, DEPLOYMENT_RULE
 from shardmon.monitor import MonitorConfig
 from shardmon.sinks import LogSink, Sink
 
@@ -90,10 +91,8 @@ class Settings(BaseSettings):
     @field_validator("deployment")
     @classmethod
     def _deployment_is_key_safe(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", value):
-            raise ValueError(
-                "use 1-64 letters, digits, '_', '.' or '-' (it goes into Redis key names)"
-            )
+        if not DEPLOYMENT_PATTERN.fullmatch(value):
+            raise ValueError(DEPLOYMENT_RULE)
         return value
 
     @field_validator("alert_webhook_url")

@@ -254,6 +254,22 @@ async def test_a_redis_outage_gets_a_polite_reply(settings: Settings, own_redis)
     await client.aclose()
 
 
+@pytest.mark.parametrize("command", ["uptime", "restarts", "restart_stats", "performance"])
+async def test_a_key_written_by_hand_gets_a_clear_reply_not_an_outage(
+    cog: ShardmonCog, client: aioredis.Redis, settings: Settings, command: str
+) -> None:
+    keys = Keys(settings.deployment)
+    for key in (keys.latest, keys.restarts):
+        await client.set(key, "written by hand")
+    await client.set(keys.rollup_minute(int(time.time() // 60 * 60)), "written by hand")
+    interaction = RecordedInteraction()
+    await getattr(cog, command).callback(cog, interaction)
+    [reply] = interaction.replies
+    if reply.embed is None:  # refused: say so, and where to look
+        assert reply.ephemeral and "Redis refused this query (WRONGTYPE" in (reply.content or "")
+        assert "`shardmon keys`" in (reply.content or "")
+
+
 async def test_the_leader_posts_a_crash_alert_to_the_channel_without_pinging(
     settings: Settings, client: aioredis.Redis, tmp_path: Path
 ) -> None:

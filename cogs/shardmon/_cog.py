@@ -20,7 +20,7 @@ from discord import app_commands
 from discord.ext import commands, tasks
 
 from shardmon.api import claim_process_startup, install_crash_hook
-from shardmon.connection import REDIS_ERRORS, create_redis
+from shardmon.connection import REDIS_ERRORS, create_redis, refusal
 from shardmon.monitor import GatewayStats, SystemMonitor
 from shardmon.rules import RestartStormRule
 from shardmon.settings import Settings
@@ -67,6 +67,10 @@ class PagesView(discord.ui.View):
     @discord.ui.button(label="▶", style=discord.ButtonStyle.secondary)
     async def next(self, interaction: discord.Interaction, _: discord.ui.Button[PagesView]) -> None:
         await self._show(interaction, 1)
+
+
+def _name(interaction: discord.Interaction) -> str:
+    return interaction.command.name if interaction.command else "?"
 
 
 class ShardmonCog(commands.Cog, name="Shardmon"):
@@ -244,10 +248,16 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
         await interaction.response.defer(thinking=True)
         try:
             built = await build()
-        except (*REDIS_ERRORS, redis.RedisError) as exc:
-            log.warning(
-                "/%s: Redis unavailable (%s)", interaction.command and interaction.command.name, exc
+        except redis.ResponseError as exc:  # Redis answered, but refused: a key written by hand
+            log.error("/%s: Redis refused the query: %s", _name(interaction), refusal(exc))
+            await interaction.followup.send(
+                f"⚠️ Redis refused this query ({refusal(exc)[:300]}). A key of shardmon's may have "
+                "been written by hand: `shardmon keys` lists them.",
+                ephemeral=True,
             )
+            return
+        except (*REDIS_ERRORS, redis.RedisError) as exc:
+            log.warning("/%s: Redis unavailable (%s)", _name(interaction), exc)
             await interaction.followup.send(
                 "⚠️ The monitoring store (Redis) is not reachable right now; try again shortly.",
                 ephemeral=True,
