@@ -115,10 +115,11 @@ def restarts_embed(events: Sequence[RestartEvent], limit: int) -> discord.Embed:
         shards = ", ".join(str(s) for s in event.shards)
         kind = event.type.value
         emoji = _TYPE_EMOJI.get(kind, "•")
-        line = f"{emoji} **{kind}** · shard {shards} · v{event.version} · {_when(event)}"
+        version = defuse_mentions(event.version)
+        line = f"{emoji} **{kind}** · shard {shards} · v{version} · {_when(event)}"
         error = event.metadata.get("error") if kind == "crash" else None
         if error:
-            text = defuse_mentions(str(error))[:120].replace("`", "'")
+            text = defuse_mentions(str(error)[:120]).replace("`", "'")  # cut, then defuse
             line += f"\n  `{text}`"
         if size + len(line) + 1 > DESCRIPTION_LIMIT:
             break
