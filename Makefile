@@ -39,7 +39,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
-	$(VENV)/bin/mypy benchmarks
+	MYPYPATH=benchmarks $(VENV)/bin/mypy benchmarks
 
 test: $(STAMP) redis-server promtool lint
 	$(VENV)/bin/pytest

@@ -9,7 +9,8 @@ a shard. Then, in the same run, it times:
   /performance (minute rollups), and a naive baseline that reads every shard's list (LRANGE) and
   averages in Python;
 - one leader tick (FleetJudge.tick: read and judge the fleet, claim alerts, roll up the hour,
-  write the `fleet` figures), with 1% of the shards above the memory threshold;
+  write the `fleet` figures), with 1% of the shards above the memory threshold, and how long
+  it blocks the event loop of the bot it runs in (its longest callback, as bot_loop.py times);
 - Redis memory: MEMORY USAGE of one full shard list, and of every key of the deployment per shard.
 
 Medians and p99 in ms; ratios against the smallest fleet and against the baseline.
@@ -28,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
+from bot_loop import _blocking
 
 from shardmon.alerts import Alerter
 from shardmon.connection import create_redis
@@ -150,6 +152,9 @@ async def main() -> None:
                 runs = (3 if shards <= 1000 else 1) if is_naive else args.runs
                 median, p99 = await _time(query, runs)
                 rows.append((shards, name, median, p99))
+            blocked = sorted(ms / 1000 for ms in (await _blocking(judge.tick, args.runs))[0])
+            p99 = blocked[min(len(blocked) - 1, int(len(blocked) * 0.99))]
+            rows.append((shards, "leader tick: loop blocked", statistics.median(blocked), p99))
             memory[shards] = await _memory(client, shards)
         await client.aclose()
     _report(server.kind, sizes, rows, memory, args.samples)

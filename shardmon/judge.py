@@ -6,20 +6,31 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import redis
 
 from shardmon.alerts import Alerter
 from shardmon.connection import REDIS_ERRORS
 from shardmon.leader import LeaderElection
-from shardmon.rules import DEFAULT_RULES, Rule, Thresholds
-from shardmon.stats import summarize_fleet
+from shardmon.rules import DEFAULT_RULES, AlertText, Finding, FleetView, Rule, Thresholds
+from shardmon.stats import FleetSummary, summarize_fleet
 from shardmon.store import Store
 
 __all__ = ["FleetJudge"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    """One tick's judgement, made off the event loop: the (filtered) fleet, the findings to
+    alert by rule, the resolutions owed, and the fleet figures for `/uptime`."""
+
+    fleet: FleetView
+    alerts: list[tuple[Rule, list[Finding]]]
+    resolutions: list[tuple[str, int, AlertText]]
+    summary: FleetSummary
 
 
 class FleetJudge:
@@ -62,6 +73,24 @@ class FleetJudge:
         if epoch is None or not self.election.is_leader:
             return False
         fleet, overrides, active = await self.store.fleet_view(self.thresholds.restart_window_s)
+        limits = replace(self.thresholds, overrides=overrides)
+        # The rules and the fleet figures cost CPU in proportion to the shard count (tens of
+        # ms at 5,000 shards): a worker thread keeps the bot's event loop free meanwhile.
+        verdict = await asyncio.to_thread(self._judge, fleet, limits, active)
+        for rule, findings in verdict.alerts:
+            await self.alerter.alert(rule, findings, verdict.fleet, epoch)
+        for rule_name, shard, text in verdict.resolutions:
+            await self.alerter.resolve(rule_name, shard, text, epoch)
+        await self._roll_up_hours(fleet.now)
+        await self.store.write_fleet_totals(verdict.summary)
+        if epoch != self._judged_epoch:
+            log.info("epoch %d: first judgement, %d shards", epoch, len(verdict.fleet.latest))
+            self._judged_epoch = epoch
+        self.ticks += 1
+        return True
+
+    def _judge(self, fleet: FleetView, limits: Thresholds, active: Sequence[str]) -> _Verdict:
+        """What to alert, what to resolve, and the fleet's figures (pure: runs in a thread)."""
         if self.shard_count is not None:  # shards of a smaller, resharded fleet are not offline
             count = self.shard_count
             fleet = replace(
@@ -69,37 +98,26 @@ class FleetJudge:
                 heartbeats={s: t for s, t in fleet.heartbeats.items() if s < count},
                 latest={s: sample for s, sample in fleet.latest.items() if s < count},
             )
-        limits = replace(self.thresholds, overrides=overrides)
         active_by_rule: dict[str, list[int]] = {}
         for field in active:
             rule_name, _, shard_id = field.rpartition(":")
             if shard_id.isdigit():
                 active_by_rule.setdefault(rule_name, []).append(int(shard_id))
+        alerts: list[tuple[Rule, list[Finding]]] = []
+        resolutions: list[tuple[str, int, AlertText]] = []
         for rule in self.rules:
             findings = rule.judge(fleet, limits)
             if findings:
-                await self.alerter.alert(rule, findings, fleet, epoch)
+                alerts.append((rule, findings))
             firing = {f.shard for f in findings}
             for shard in active_by_rule.get(rule.name, []):
-                if shard in firing:
-                    continue
-                text = rule.resolution(shard, fleet, limits)
+                text = None if shard in firing else rule.resolution(shard, fleet, limits)
                 if text is not None:
-                    await self.alerter.resolve(rule.name, shard, text, epoch)
-        await self._roll_up_hours(fleet.now)
-        await self.store.write_fleet_totals(
-            summarize_fleet(
-                fleet.latest,
-                fleet.heartbeats,
-                now=fleet.now,
-                offline_after_s=self.thresholds.offline_after_s,
-            )
+                    resolutions.append((rule.name, shard, text))
+        summary = summarize_fleet(
+            fleet.latest, fleet.heartbeats, now=fleet.now, offline_after_s=limits.offline_after_s
         )
-        if epoch != self._judged_epoch:
-            log.info("epoch %d: first judgement, %d shards", epoch, len(fleet.latest))
-            self._judged_epoch = epoch
-        self.ticks += 1
-        return True
+        return _Verdict(fleet, alerts, resolutions, summary)
 
     async def _roll_up_hours(self, now: float) -> None:
         """Keep the hourly history: this hour, and the last one during a new hour's first

@@ -111,6 +111,20 @@ def _parse_alert_record(raw: str | bytes) -> dict[str, Any]:
     return dict(record)
 
 
+def _parse_all(
+    raw: Iterable[str | bytes], parse: Callable[[str | bytes], T]
+) -> tuple[list[T], int]:
+    """Each raw value parsed, and how many did not parse (pure: safe in a worker thread)."""
+    parsed: list[T] = []
+    skipped = 0
+    for value in raw:
+        try:
+            parsed.append(parse(value))
+        except MalformedData:
+            skipped += 1
+    return parsed, skipped
+
+
 def _parse_journal(lines: Sequence[str]) -> tuple[list[tuple[RestartEvent, str]], int]:
     """(event, its line kept byte for byte) for each line that parses, and how many did not."""
     events = []
@@ -592,7 +606,11 @@ class Store:
             pipe.hgetall(keys.thresholds)
             pipe.hkeys(keys.active_alerts)
             latest_raw, beats, recent, overrides_raw, active = await pipe.execute()
-        latest = {s.shard: s for s in self._parsed(latest_raw.values(), parse_sample, keys.latest)}
+        # Parsing every shard's sample is the leader's heaviest CPU work: off the event loop.
+        samples, bad = await asyncio.to_thread(_parse_all, list(latest_raw.values()), parse_sample)
+        if bad:
+            self._count_skipped(keys.latest, bad)
+        latest = {s.shard: s for s in samples}
         heartbeats = self._heartbeats(beats)
         identifies = await self.identify_counts(heartbeats, now=now)
         fleet = FleetView(
@@ -658,13 +676,7 @@ class Store:
         self, raw: Iterable[str | bytes], parse: Callable[[str | bytes], T], key: str
     ) -> list[T]:
         """Parse each raw value, skipping and counting those that do not parse."""
-        parsed: list[T] = []
-        skipped = 0
-        for value in raw:
-            try:
-                parsed.append(parse(value))
-            except MalformedData:
-                skipped += 1
+        parsed, skipped = _parse_all(raw, parse)
         if skipped:
             self._count_skipped(key, skipped)
         return parsed

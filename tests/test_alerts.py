@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 from conftest import ALL_TOPOLOGIES
 from helpers import sample
 
+from shardmon import store as store_module
 from shardmon.alerts import Alerter
 from shardmon.judge import FleetJudge
 from shardmon.keys import Keys
@@ -215,3 +218,30 @@ async def test_each_tick_leaves_the_fleet_figures_that_uptime_reads_in_one_key(
     # Nor are figures someone edited by hand: skipped, counted, read from every shard.
     await client.hset(keys.fleet, mapping={"ts": repr(time.time()), "online": "many"})
     assert (await store.fleet_totals(180)).online == 4 and store.skipped[keys.fleet] == 1
+
+
+async def test_the_leader_parses_and_judges_the_fleet_off_the_event_loop(
+    client: aioredis.Redis,
+    keys: Keys,
+    make_node: Callable[..., Node],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    election, _, judge = make_node("a:1", RecordingSink())
+    await _push(client, keys, {0: 95, 1: 40})
+    threads: dict[str, set[str]] = {"parse": set(), "judge": set()}
+    parse, judge_fleet = store_module.parse_sample, judge._judge
+
+    def parse_sample(raw: str | bytes) -> Any:
+        threads["parse"].add(threading.current_thread().name)
+        return parse(raw)
+
+    def judged(*args: Any) -> Any:
+        threads["judge"].add(threading.current_thread().name)
+        return judge_fleet(*args)
+
+    monkeypatch.setattr(store_module, "parse_sample", parse_sample)
+    monkeypatch.setattr(judge, "_judge", judged)
+    assert await election.campaign_once() and await judge.tick()
+    loop_thread = threading.current_thread().name
+    assert threads["parse"] and loop_thread not in threads["parse"]
+    assert threads["judge"] and loop_thread not in threads["judge"]
