@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, replace
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
@@ -235,13 +236,26 @@ async def alerts(store: Store, settings: Settings, args: argparse.Namespace) -> 
     return table(headers, rows) or "no alerts"
 
 
+async def _cli_url(store: Store, settings: Settings) -> str:
+    """The URL redis-cli should use: in sentinel mode, the master the sentinels name now,
+    with the credentials and db of `SHARDMON_REDIS_URL`."""
+    if settings.redis_mode != "sentinel":
+        return settings.redis_url_or_default()
+    host, port = await store.client.connection_pool.get_master_address()  # type: ignore[attr-defined]
+    base = settings.redis_url.get_secret_value() if settings.redis_url else "redis://unused/0"
+    parts = urlsplit(base)
+    credentials = parts.netloc.rpartition("@")[0]
+    netloc = f"{credentials}@{host}:{port}" if credentials else f"{host}:{port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 async def keys(store: Store, settings: Settings, args: argparse.Namespace) -> Any:
     counts = await store.key_counts()
     layout = store.keys.layout()
     if args.json:
         return [{"key": i.name, "type": i.type, "pattern" if i.family else "name": i.key,
                  "count": counts[i.name]} for i in layout]  # fmt: skip
-    url = redact_url(settings.redis_url_or_default())
+    url = redact_url(await _cli_url(store, settings))
     cluster = " -c" if settings.redis_mode == "cluster" else ""
     rows = []
     for info in layout:

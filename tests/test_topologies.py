@@ -11,6 +11,7 @@ import pytest
 import redis
 from redis_server import ClusterSetup, SentinelSetup
 
+from shardmon import cli
 from shardmon.api import log_bot_restart
 from shardmon.connection import create_redis, create_sync_redis
 from shardmon.keys import Keys
@@ -27,7 +28,9 @@ def _wait_for_restarts(client: redis.Redis, count: int) -> None:
 
 
 def test_settings_select_a_sentinel_master(
-    sentinel_setup: SentinelSetup, monkeypatch: pytest.MonkeyPatch
+    sentinel_setup: SentinelSetup,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     sentinel_setup.flush()
     monkeypatch.setenv("SHARDMON_REDIS_MODE", "sentinel")
@@ -41,6 +44,11 @@ def test_settings_select_a_sentinel_master(
     with create_sync_redis(target) as client:
         _wait_for_restarts(client, 1)
         assert client.connection_pool.get_master_address()[1] == sentinel_setup.master_port()
+    capsys.readouterr()
+    assert cli.main(["keys"]) == 0  # redis-cli lines point at the master the sentinels name
+    assert (
+        f"redis-cli -u redis://127.0.0.1:{sentinel_setup.master_port()} " in capsys.readouterr().out
+    )
 
 
 def test_settings_select_a_cluster(
