@@ -24,7 +24,7 @@ import redis
 import redis.asyncio as aioredis
 
 from shardmon.connection import REDIS_ERRORS, run_script
-from shardmon.keys import ALERTS_CAP, Keys
+from shardmon.keys import ALERTS_CAP, RESOLUTION_CLAIM_TTL_S, Keys
 from shardmon.rules import AlertText, Finding, FleetView, Rule
 from shardmon.sinks import Alert, DeliveryPolicy, LogSink, Sink, deliver
 from shardmon.store import lua
@@ -108,7 +108,8 @@ class Alerter:
         """Announce once that a condition cleared (claimed by removing it from active)."""
         field = condition(rule, shard)
         claimed = await self._claim_resolution(
-            keys=[self.keys.leader, self.keys.active_alerts], args=[self.node, field]
+            keys=[self.keys.leader, self.keys.active_alerts, self.keys.resolution(rule, shard)],
+            args=[self.node, field, f"{epoch}:{uuid.uuid4().hex}", RESOLUTION_CLAIM_TTL_S],
         )
         if claimed != 1:
             return None

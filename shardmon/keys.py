@@ -15,6 +15,7 @@ __all__ = [
     "DEPLOYMENT_RULE",
     "FLEET_TTL_S",
     "GATEWAY_EVENTS_TTL_S",
+    "RESOLUTION_CLAIM_TTL_S",
     "ROLLUP_HOUR_TTL_S",
     "ROLLUP_MINUTE_TTL_S",
     "KeyInfo",
@@ -34,6 +35,8 @@ ROLLUP_HOUR_TTL_S = 30 * 86400
 GATEWAY_EVENTS_TTL_S = 7 * 86400
 #: `fleet` outlives its leader by a day at most: a deployment that stopped leaves no litter.
 FLEET_TTL_S = 86400
+#: `resolved:<rule>:<shard>` outlives any resend of its claim (5 s timeout, 1 retry).
+RESOLUTION_CLAIM_TTL_S = 60
 #: `alerts` keeps the newest 100 alerts: the answer to "why did no alert reach Discord?".
 ALERTS_CAP = 100
 
@@ -126,6 +129,11 @@ class Keys:
         suffix = "" if shard is None else f":{shard}"
         return f"{self.prefix}alert:{rule}{suffix}"
 
+    def resolution(self, rule: str, shard: int) -> str:
+        """STRING token of the claim that announced a condition cleared, EX 60: a resend of
+        that claim (redis-py retries after a timeout) is known as ours (not in DESIGN.md)."""
+        return f"{self.prefix}resolved:{rule}:{shard}"
+
     @property
     def active_alerts(self) -> str:
         """HASH `<rule>:<shard>` -> JSON of a condition alerted and not yet resolved: tells any
@@ -206,6 +214,9 @@ class Keys:
             KeyInfo("leader:epoch", "string", self.leader_epoch, False, "fencing epoch"),
             KeyInfo("alert:<rule>:<shard>", "string", f"{p}alert:*", True, "muted alerts (TTL)"),
             KeyInfo("active_alerts", "hash", self.active_alerts, False, "resolutions owed"),
+            KeyInfo(
+                "resolved:<rule>:<shard>", "string", f"{p}resolved:*", True, "resolution claims"
+            ),
             KeyInfo("alerts", "list", self.alerts, False, "alerts sent, with delivery"),
             KeyInfo("alert_counts", "hash", self.alert_counts, False, "alerts delivered ever"),
             KeyInfo("rollup:<minute>", "hash", f"{p}rollup:[0-9]*", True, "fleet minutes, 2 days"),

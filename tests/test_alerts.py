@@ -23,7 +23,7 @@ from shardmon.leader import LeaderElection, LeaseTiming
 from shardmon.rules import Thresholds
 from shardmon.sinks import Alert, DeliveryPolicy, LogSink
 from shardmon.stats import Spread
-from shardmon.store import Store
+from shardmon.store import Store, lua
 
 QUICK = DeliveryPolicy(attempts=2, backoff_s=0.01, attempt_timeout_s=1)
 
@@ -245,3 +245,24 @@ async def test_the_leader_parses_and_judges_the_fleet_off_the_event_loop(
     loop_thread = threading.current_thread().name
     assert threads["parse"] and loop_thread not in threads["parse"]
     assert threads["judge"] and loop_thread not in threads["judge"]
+
+
+async def test_a_claim_that_redis_py_resends_after_a_timeout_is_still_ours(
+    client: aioredis.Redis, keys: Keys
+) -> None:
+    """redis-py resends a script whose reply timed out: the first may have been applied."""
+    await client.set(keys.leader, "a:1")
+    alert_claim = client.register_script(lua("claim_alert"))
+    resolution_claim = client.register_script(lua("claim_resolution"))
+    guard = [keys.leader, keys.alert("memory", 0)]
+    assert await alert_claim(keys=guard, args=["a:1", 60, "1:try-a"]) == 1
+    assert await alert_claim(keys=guard, args=["a:1", 60, "1:try-a"]) == 1  # the resend
+    assert await alert_claim(keys=guard, args=["a:1", 60, "1:try-b"]) == 0  # a later tick
+
+    await client.hset(keys.active_alerts, "memory:0", "{}")
+    claim = [keys.leader, keys.active_alerts, keys.resolution("memory", 0)]
+    assert await resolution_claim(keys=claim, args=["a:1", "memory:0", "1:res-a", 60]) == 1
+    assert await resolution_claim(keys=claim, args=["a:1", "memory:0", "1:res-a", 60]) == 1
+    assert await resolution_claim(keys=claim, args=["a:1", "memory:0", "1:res-b", 60]) == 0
+    assert await resolution_claim(keys=claim, args=["b:2", "memory:0", "1:res-a", 60]) == -1
+    assert 0 < await client.ttl(keys.resolution("memory", 0)) <= 60
