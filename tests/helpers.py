@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import redis
+
 from shardmon.models import RestartEvent, Sample, new_event
 
 
@@ -55,3 +57,18 @@ async def wait_until(condition: Callable[[], Awaitable[bool]]) -> None:
     async with asyncio.timeout(10):
         while not await condition():  # noqa: ASYNC110 - the state lives in Redis, not in an Event
             await asyncio.sleep(0.02)
+
+
+def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> float:
+    """Poll a condition that another process makes true (a Redis error counts as "not yet");
+    returns how long it took, and fails naming `what` after `seconds`."""
+    started = time.monotonic()
+    while True:
+        try:
+            if condition():
+                return time.monotonic() - started
+        except redis.RedisError:
+            pass
+        if time.monotonic() - started > seconds:
+            raise AssertionError(f"not within {seconds:.1f} s: {what}")
+        time.sleep(0.02)

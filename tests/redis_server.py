@@ -7,10 +7,10 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import redis
+from helpers import wait_for
 
 from shardmon.connection import RedisTarget
 from shardmon.embedded import free_port
@@ -83,19 +83,6 @@ class RedisServer:
         self.start()
 
 
-def _wait_until(check: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            if check():
-                return
-        except redis.RedisError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 class SentinelSetup:
     """A master, a replica and three sentinels (quorum 2), failing over within seconds."""
 
@@ -120,7 +107,7 @@ class SentinelSetup:
                 f"sentinel parallel-syncs {self.MASTER} 1\n"
             )
             sentinel.start_sentinel(conf)
-        _wait_until(self._replica_known, 20, "the sentinels to know the replica")
+        wait_for(self._replica_known, 20, "the sentinels to know the replica")
 
     def _replica_known(self) -> bool:
         for sentinel in self.sentinels:
@@ -174,7 +161,7 @@ class ClusterSetup:
         with redis.Redis(port=self.nodes[0].port) as client:
             for node, bus_port in zip(self.nodes[1:], self.bus_ports[1:], strict=True):
                 client.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port, bus_port)
-        _wait_until(self._ok, 30, "the cluster to be ok")
+        wait_for(self._ok, 30, "the cluster to be ok")
 
     def _ok(self) -> bool:
         for node in self.nodes:

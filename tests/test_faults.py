@@ -13,11 +13,11 @@ import json
 import re
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import redis
+from helpers import wait_for
 from redis_server import RedisServer
 
 from shardmon.connection import create_redis
@@ -37,19 +37,6 @@ SETTINGS = {
     "warn_level": "0.5",
 }
 ALERT_LINE = re.compile(r"\[alert memory shards=([\d,]+) epoch=\d+\]")
-
-
-def _wait(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            if condition():
-                return
-        except redis.RedisError:
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {seconds:.0f} s: {what}")
-        time.sleep(0.05)
 
 
 def _journaled(fleet: LocalFleet) -> set[str]:
@@ -98,8 +85,8 @@ def _restart_node(fleet: LocalFleet, shard: int) -> None:
 
 def _fleet_up(fleet: LocalFleet, client: redis.Redis) -> None:
     fleet.start_all()
-    _wait(lambda: len(_in_redis(client)) == SHARDS, 20, "every node's startup in Redis")
-    _wait(lambda: sorted(_memory_alerts_sent(fleet)) == [0, 1, 2], 20, "a memory alert a shard")
+    wait_for(lambda: len(_in_redis(client)) == SHARDS, 20, "every node's startup in Redis")
+    wait_for(lambda: sorted(_memory_alerts_sent(fleet)) == [0, 1, 2], 20, "a memory alert a shard")
 
 
 @pytest.mark.parametrize("persistent", [False, True], ids=["no-persistence", "appendonly"])
@@ -115,10 +102,10 @@ def test_redis_killed_and_restarted_under_a_running_fleet(
         survivors = {s: fleet.processes[s].pid for s in range(SHARDS - 1)}
         own_redis.kill()
         _restart_node(fleet, SHARDS - 1)  # one node restarts during the outage
-        _wait(lambda: len(_journaled(fleet)) == SHARDS + 1, 20, "the restart journaled")
+        wait_for(lambda: len(_journaled(fleet)) == SHARDS + 1, 20, "the restart journaled")
         time.sleep(1)
         own_redis.start()
-        _wait(lambda: set(_in_redis(client)) == _journaled(fleet), 30, "the journals replayed")
+        wait_for(lambda: set(_in_redis(client)) == _journaled(fleet), 30, "the journals replayed")
         time.sleep(2)  # some ticks of the new leader
         # Without persistence Redis came back empty: the dedupe guards went with it, so each
         # shard is alerted once more (the restarted leader cannot know it was already told).
@@ -137,8 +124,8 @@ def test_redis_frozen_past_the_leader_lease(own_redis: RedisServer, tmp_path: Pa
         _restart_node(fleet, SHARDS - 1)  # its startup waits in its journal
         time.sleep(4)  # more than twice the 1.5 s lease
         own_redis.thaw()
-        _wait(lambda: set(_in_redis(client)) == _journaled(fleet), 30, "the journals replayed")
-        _wait(lambda: client.get(KEYS.leader) not in (None, leader), 10, "a new leader")
+        wait_for(lambda: set(_in_redis(client)) == _journaled(fleet), 30, "the journals replayed")
+        wait_for(lambda: client.get(KEYS.leader) not in (None, leader), 10, "a new leader")
         time.sleep(2)
         _report("Redis SIGSTOPped 4 s (lease 1.5 s)", fleet, client, expected=1)
         assert {s: fleet.processes[s].pid for s in survivors} == survivors

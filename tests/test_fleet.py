@@ -7,10 +7,10 @@ import json
 import signal
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
 
 import redis
+from helpers import wait_for
 
 from shardmon.fleet import LocalFleet
 from shardmon.keys import Keys
@@ -29,16 +29,6 @@ SETTINGS = {
 KEYS = Keys("fleet")
 
 
-def _wait(condition: Callable[[], bool], seconds: float, what: str) -> float:
-    """Poll until `condition` holds; returns how long it took, fails after `seconds`."""
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > seconds:
-            raise AssertionError(f"not within {seconds:.1f} s: {what}")
-        time.sleep(0.02)
-    return time.monotonic() - started
-
-
 def _memory_alerts(client: redis.Redis) -> list[dict[str, object]]:
     records = [json.loads(raw) for raw in client.lrange(KEYS.alerts, 0, -1)]
     return sorted(
@@ -52,15 +42,15 @@ def test_failover_and_no_duplicate_alerts(redis_url: str, tmp_path: Path) -> Non
     leader = lambda: client.get(KEYS.leader)  # noqa: E731
     with LocalFleet(redis_url, 3, SETTINGS, tmp_path) as fleet:
         fleet.start_all()
-        _wait(lambda: fleet.shard_of(leader()) is not None, 10, "a leader")
-        _wait(lambda: {s for a in _memory_alerts(client) for s in a["shards"]} == {0, 1, 2},  # type: ignore[attr-defined]
+        wait_for(lambda: fleet.shard_of(leader()) is not None, 10, "a leader")
+        wait_for(lambda: {s for a in _memory_alerts(client) for s in a["shards"]} == {0, 1, 2},  # type: ignore[attr-defined]
               10, "a memory alert for every shard")  # fmt: skip
 
         # The leader crashes: another node leads within a lease and one renew period.
         first = fleet.shard_of(leader())
         assert first is not None
         fleet.kill(first)
-        took = _wait(lambda: leader() not in (None, fleet.node(first)),
+        took = wait_for(lambda: leader() not in (None, fleet.node(first)),
                      LEASE.lease_s + LEASE.renew_s + 1.0, "a new leader after SIGKILL")  # fmt: skip
         print(f"new leader {took:.2f} s after the leader was killed")
         fleet.start(first)  # the supervisor restarts it
@@ -70,11 +60,11 @@ def test_failover_and_no_duplicate_alerts(redis_url: str, tmp_path: Path) -> Non
         assert second is not None and second != first
         frozen = fleet.node(second)
         fleet.signal(second, signal.SIGSTOP)
-        _wait(lambda: leader() not in (None, frozen), LEASE.lease_s + LEASE.renew_s + 1.0,
+        wait_for(lambda: leader() not in (None, frozen), LEASE.lease_s + LEASE.renew_s + 1.0,
               "a new leader while the old one is frozen")  # fmt: skip
         fleet.signal(second, signal.SIGCONT)
         log = fleet.log_path(second)
-        _wait(lambda: "lost the lease" in log.read_text() or "stands down" in log.read_text(),
+        wait_for(lambda: "lost the lease" in log.read_text() or "stands down" in log.read_text(),
               5, "the resumed leader stepping down")  # fmt: skip
 
         time.sleep(2 * DEDUPE_S)  # more windows, across the failovers

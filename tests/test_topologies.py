@@ -46,9 +46,8 @@ def test_settings_select_a_sentinel_master(
         assert client.connection_pool.get_master_address()[1] == sentinel_setup.master_port()
     capsys.readouterr()
     assert cli.main(["keys"]) == 0  # redis-cli lines point at the master the sentinels name
-    assert (
-        f"redis-cli -u redis://127.0.0.1:{sentinel_setup.master_port()} " in capsys.readouterr().out
-    )
+    master = f"redis-cli -u redis://127.0.0.1:{sentinel_setup.master_port()}/0 "
+    assert master in capsys.readouterr().out
 
 
 def test_settings_select_a_cluster(
