@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     journal_path: Path = Path("logs/system_restarts.log")
     alert_channel_id: int | None = Field(default=None, ge=1, description="channel for alerts")
     alert_guild_ids: Annotated[list[int], NoDecode] = Field(
-        default_factory=list, description="guilds whose channels may receive alerts; [] = any"
+        default_factory=list, description="guilds whose channels may receive alerts; [] = none"
     )
     health_port: int | None = Field(
         default=None, ge=1, le=65535, description="serve /healthz of this process on this port"

@@ -102,25 +102,29 @@ def test_a_wrong_password_is_one_clear_line_without_the_password(
     assert wrong not in str(settings.model_dump())
 
 
-@pytest.fixture
-def tls_redis(tmp_path: Path) -> Iterator[tuple[RedisServer, Path]]:
-    """A redis-server that speaks only TLS, with certificates made here for 127.0.0.1."""
+def _tls_server(folder: Path, *names: str) -> tuple[RedisServer, Path]:
+    """A redis-server that speaks only TLS, with a certificate for `names` made here."""
     ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    folder = tmp_path / "tls"
-    folder.mkdir()
+    cert = ca.issue_cert(*names)
+    folder.mkdir(parents=True)
     ca_file, cert_file, key_file = folder / "ca.pem", folder / "cert.pem", folder / "key.pem"
     ca.cert_pem.write_to_path(str(ca_file))
     cert.private_key_pem.write_to_path(str(key_file))
     cert.cert_chain_pems[0].write_to_path(str(cert_file))
-    server = RedisServer(tmp_path / "redis")
+    server = RedisServer(folder / "redis")
     server.extra_args = (
         "--port", "0", "--tls-port", str(server.port), "--tls-auth-clients", "no",
         "--tls-cert-file", str(cert_file), "--tls-key-file", str(key_file),
         "--tls-ca-cert-file", str(ca_file),
     )  # fmt: skip
-    server.ping_options = {"ssl": True, "ssl_ca_certs": str(ca_file)}
+    server.ping_options = {"ssl": True, "ssl_ca_certs": str(ca_file), "ssl_check_hostname": False}
     server.start()
+    return server, ca_file
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Path) -> Iterator[tuple[RedisServer, Path]]:
+    server, ca_file = _tls_server(tmp_path / "tls", "127.0.0.1", "localhost")
     yield server, ca_file
     server.kill()
 
@@ -148,3 +152,14 @@ async def test_tls_refuses_a_certificate_it_cannot_verify(
     with pytest.raises((redis.ConnectionError, redis.TimeoutError)):
         await plain.ping()
     await plain.aclose()
+
+
+async def test_tls_refuses_a_certificate_for_another_host(tmp_path: Path) -> None:
+    server, ca_file = _tls_server(tmp_path / "tls", "redis.example.internal")
+    try:
+        client = create_redis(f"rediss://127.0.0.1:{server.port}/0?ssl_ca_certs={ca_file}")
+        with pytest.raises(redis.ConnectionError, match=r"(?i)hostname|IP address mismatch"):
+            await client.ping()
+        await client.aclose()
+    finally:
+        server.kill()
