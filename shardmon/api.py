@@ -153,8 +153,9 @@ def _journal_then_redis(settings: Settings, event: RestartEvent) -> tuple[bool, 
         journaled = True
     except (OSError, ValueError) as exc:
         log.error("restart event %s not journaled (%s): %s", event.id, settings.journal_path, exc)
-    client = create_sync_redis(settings.redis_target())
-    try:
+    client = None
+    try:  # a Cluster client connects as it is made: inside the try
+        client = create_sync_redis(settings.redis_target())
         record_restart_sync(client, Keys(settings.deployment), event)
         in_redis = True
     except (*REDIS_ERRORS, redis.RedisError) as exc:
@@ -164,5 +165,6 @@ def _journal_then_redis(settings: Settings, event: RestartEvent) -> tuple[bool, 
             type(exc).__name__,
         )
     finally:
-        client.close()
+        if client is not None:
+            client.close()
     return journaled, in_redis

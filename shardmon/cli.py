@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
-from shardmon.connection import create_redis, redact_url, refusal
+from shardmon.connection import REDIS_ERRORS, create_redis, redact_url, refusal
 from shardmon.journal import Journal
 from shardmon.keys import Keys
 from shardmon.models import MalformedData, RestartType, parse_event
@@ -403,6 +403,10 @@ READ_COMMANDS: dict[str, Callable[[Store, Settings, argparse.Namespace], Awaitab
 }  # fmt: skip
 
 
+#: Redis outages, told apart from the OSErrors of the machine (a busy port, a journal folder).
+_UNREACHABLE = tuple(e for e in REDIS_ERRORS if e is not OSError)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shardmon", description="Monitor a sharded Discord bot through Redis."
@@ -495,16 +499,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         print(f"shardmon: {exc}", file=sys.stderr)
         return 1
+    except _UNREACHABLE as exc:  # first: a Cluster's CLUSTERDOWN is a ResponseError too
+        where = load_settings().redis_target().describe()
+        message = f"could not reach Redis at {where} (SHARDMON_REDIS_*): {exc}"
+        print(f"shardmon: {message}", file=sys.stderr)
+        return 1
     except redis.ResponseError as exc:
         print(
             f"shardmon: Redis refused a command (a key written by hand?): {refusal(exc)}",
             file=sys.stderr,
         )
-        return 1
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        where = load_settings().redis_target().describe()
-        message = f"could not reach Redis at {where} (SHARDMON_REDIS_*): {exc}"
-        print(f"shardmon: {message}", file=sys.stderr)
         return 1
     except RuntimeError as exc:  # the demo refusing a running fleet
         print(f"shardmon: {exc}", file=sys.stderr)

@@ -18,7 +18,7 @@ import redis.asyncio.cluster
 import redis.asyncio.sentinel
 import redis.cluster
 import redis.sentinel
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.commands.core import AsyncScript
 from redis.connection import parse_url
 from redis.retry import Retry
@@ -34,9 +34,18 @@ __all__ = [
     "run_script",
 ]
 
-#: What a Redis outage raises; every caller that must survive one catches exactly these.
-#: (A Sentinel that knows no master yet raises MasterNotFoundError, a ConnectionError.)
-REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
+#: What a Redis outage raises; every caller that must survive one catches exactly these, before
+#: any `ResponseError` branch (a refusal), since a Cluster's CLUSTERDOWN and TRYAGAIN are
+#: ResponseErrors too. A Sentinel that knows no master raises MasterNotFoundError, a
+#: ConnectionError; an unreachable Cluster raises RedisClusterException, not a RedisError.
+REDIS_ERRORS = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    OSError,
+    redis.exceptions.RedisClusterException,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+)
 
 RedisMode = Literal["standalone", "sentinel", "cluster"]
 
@@ -176,16 +185,33 @@ async def run_script(
     client: aioredis.Redis,
     script: AsyncScript,
     calls: Sequence[tuple[Sequence[str], Sequence[Any]]],
+    *,
+    return_exceptions: bool = False,
 ) -> list[Any]:
     """Run `script` once per (keys, args), in order, and return the results in order: in one
     pipeline (one round trip) on a server or a Sentinel master; one call after the other on a
-    Cluster, whose redis-py pipelines refuse scripts."""
+    Cluster, whose redis-py pipelines refuse scripts. Every call runs even if one is refused;
+    then the first refusal is raised, or with `return_exceptions` it takes that call's place."""
+    results: list[Any]
     if isinstance(client, redis.asyncio.cluster.RedisCluster):
-        return [await script(keys=keys, args=args) for keys, args in calls]
-    async with client.pipeline(transaction=False) as pipe:
+        results = []
         for keys, args in calls:
-            await script(keys=keys, args=args, client=pipe)
-        return list(await pipe.execute())
+            try:
+                results.append(await script(keys=keys, args=args))
+            except redis.ResponseError as exc:
+                if isinstance(exc, REDIS_ERRORS):  # CLUSTERDOWN, TRYAGAIN: an outage
+                    raise
+                results.append(exc)
+    else:
+        async with client.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                await script(keys=keys, args=args, client=pipe)
+            results = list(await pipe.execute(raise_on_error=False))
+    if not return_exceptions:
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+    return results
 
 
 _PIPELINE_ERROR = re.compile(
@@ -210,15 +236,22 @@ def _required_url(target: RedisTarget) -> str:
 
 
 def _sentinel_kwargs(target: RedisTarget, timeout_s: float) -> dict[str, Any]:
-    options: dict[str, Any] = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
+    """The sentinels' own connections: bounded like the master's, and not retried (redis-py's
+    default, 10 retries with backoff, would hold a crash hook for seconds per sentinel)."""
+    options: dict[str, Any] = {
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+        "retry": Retry(NoBackoff(), 0),
+    }
     if target.sentinel_password is not None:
         options["password"] = target.sentinel_password
     return options
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password (in the userinfo or a `password=` query) shown as `***`."""
-    url = re.sub(r"([?&]password=)[^&]*", r"\1***", url)
+    """The URL with any password (in the userinfo, or a query such as `password=` or
+    `ssl_password=`) shown as `***`."""
+    url = re.sub(r"([?&][^=&]*password=)[^&]*", r"\1***", url, flags=re.IGNORECASE)
     scheme, sep, rest = url.partition("://")
     if not sep or "@" not in rest:
         return url

@@ -16,7 +16,7 @@ import redis
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from shardmon.connection import REDIS_ERRORS
+from shardmon.connection import REDIS_ERRORS, refusal
 from shardmon.keys import Keys
 from shardmon.models import Sample
 from shardmon.store import Store
@@ -129,8 +129,11 @@ def make_app(
         try:
             text = await render_metrics(store, offline_after_s, restart_window_s)
         except redis.ResponseError as exc:
-            log.warning("scrape failed: Redis refused a read (%s)", exc)
-            return web.Response(status=503, text=f"Redis refused a read: {exc}\n")
+            if isinstance(exc, REDIS_ERRORS):  # CLUSTERDOWN, TRYAGAIN: an outage
+                log.warning("scrape failed: Redis unavailable (%s)", type(exc).__name__)
+                return web.Response(status=503, text=f"Redis unavailable: {type(exc).__name__}\n")
+            log.warning("scrape failed: Redis refused a read (%s)", refusal(exc))
+            return web.Response(status=503, text=f"Redis refused a read: {refusal(exc)}\n")
         except (*REDIS_ERRORS, redis.RedisError) as exc:
             log.warning("scrape failed: Redis unavailable (%s)", type(exc).__name__)
             return web.Response(status=503, text=f"Redis unavailable: {type(exc).__name__}\n")

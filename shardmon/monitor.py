@@ -354,16 +354,16 @@ class SystemMonitor:
                 await self.store.push_samples(batch)
                 for _ in batch:
                     self.pending.popleft()
+        except REDIS_ERRORS as exc:  # first: a Cluster's CLUSTERDOWN is a ResponseError too
+            self._outage(exc)
+            return
         except redis.ResponseError as exc:
             # Redis answered but refused: a key of the wrong type (written by hand), a read-only
             # replica, or no memory left. Keep the samples (bounded) and say what Redis said.
             self._refused("a write, samples kept meanwhile", exc)
             return
-        except (*REDIS_ERRORS, redis.RedisError) as exc:
-            if self.redis_available:
-                log.warning("Redis unreachable (%s); buffering samples", type(exc).__name__)
-            self.redis_available = False
-            self._needs_replay = True
+        except redis.RedisError as exc:
+            self._outage(exc)
             return
         if not self.redis_available:
             log.info("Redis is back; pending samples and journal written")
@@ -382,12 +382,20 @@ class SystemMonitor:
         try:
             added = await self.store.replay_restarts(lines)
         except redis.ResponseError as exc:
+            if isinstance(exc, REDIS_ERRORS):  # CLUSTERDOWN, TRYAGAIN: an outage, not a refusal
+                raise
             self._refused("the journal replay, retried next tick", exc)
             return
         self._needs_replay = False
         self._next_replay = time.monotonic() + JOURNAL_REPLAY_EVERY_S
         if added:
             log.info("replayed %d restart event(s) from %s", added, self.journal.path)
+
+    def _outage(self, exc: Exception) -> None:
+        if self.redis_available:
+            log.warning("Redis unreachable (%s); buffering samples", type(exc).__name__)
+        self.redis_available = False
+        self._needs_replay = True
 
     def _refused(self, what: str, exc: redis.ResponseError) -> None:
         said = refusal(exc)

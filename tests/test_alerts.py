@@ -218,6 +218,21 @@ async def test_each_tick_leaves_the_fleet_figures_that_uptime_reads_in_one_key(
     # Nor are figures someone edited by hand: skipped, counted, read from every shard.
     await client.hset(keys.fleet, mapping={"ts": repr(time.time()), "online": "many"})
     assert (await store.fleet_totals(180)).online == 4 and store.skipped[keys.fleet] == 1
+    await client.hset(keys.fleet, mapping={"ts": "1e12", "online": "1"})  # the year 33658
+    assert (await store.fleet_totals(180)).online == 4 and store.skipped[keys.fleet] == 2
+
+
+async def test_a_guard_key_written_by_hand_mutes_no_other_shard(
+    client: aioredis.Redis, keys: Keys, make_node: Callable[..., Node]
+) -> None:
+    sink = RecordingSink()
+    election, alerter, judge = make_node("a:1", sink)
+    await client.rpush(keys.alert("memory", 1), "a list written by hand")
+    await _push(client, keys, {0: 95, 1: 95, 2: 95})
+    assert await election.campaign_once() and await judge.tick()
+    await alerter.wait_for_deliveries()
+    assert [a.shards for a in sink.sent] == [(0, 2)]
+    assert await client.exists(keys.alert("memory", 0), keys.alert("memory", 2)) == 2
 
 
 async def test_the_leader_parses_and_judges_the_fleet_off_the_event_loop(

@@ -11,8 +11,9 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 from helpers import sample
+from redis_server import RedisServer
 
-from shardmon.connection import redact_url
+from shardmon.connection import create_redis, redact_url
 from shardmon.keys import Keys
 from shardmon.monitor import GatewayStats, MonitorConfig, SystemMonitor
 from shardmon.store import Store
@@ -132,3 +133,22 @@ async def test_a_rollup_field_written_by_hand_starts_over_and_the_sample_lands(
         "n": "2", "cpu_sum": "4000", "cpu_min": "1000", "cpu_max": "3000", "mem_sum": "8000"
     }  # fmt: skip
     assert await client.ttl(rollup) > 0
+
+
+async def test_a_refusal_other_than_a_wrong_type_keeps_redis_own_words(
+    config: MonitorConfig, own_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Out of memory (or a read-only replica) is not "a key written by hand"."""
+    client = create_redis(own_redis.url)
+    await client.config_set("maxmemory", "1")
+    await client.config_set("maxmemory-policy", "noeviction")
+    monitor = SystemMonitor(config, client)
+    with caplog.at_level(logging.ERROR):
+        await monitor.sample_once()
+    assert "not allowed when used memory > 'maxmemory'" in caplog.text
+    assert "WRONGTYPE" not in caplog.text
+    assert len(monitor.pending) == 2
+    await client.config_set("maxmemory", "0")
+    await monitor.sample_once()
+    assert not monitor.pending
+    await client.aclose()

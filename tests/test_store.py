@@ -1,14 +1,17 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 from conftest import ALL_TOPOLOGIES
 from helpers import event, sample
 
+from shardmon import store as store_module
 from shardmon.connection import RedisTarget, create_sync_redis
 from shardmon.keys import Keys
 from shardmon.models import parse_sample
@@ -154,9 +157,28 @@ async def test_restart_stats_read_counts_kept_by_the_writes_not_the_whole_set(
     # Counts that disagree with the set (an older version, a hand edit) are rebuilt too.
     await client.hset(keys.restart_types, mapping={"crash": "40", "manual": "x"})
     assert (await store.restart_stats(now=now)).by_type == {"crash": 3}
-    await client.zadd(keys.restarts, {"written by hand": now})
+    await client.zadd(keys.restarts, {"written by hand": now, "older garbage": 0})
     stats = await store.restart_stats(now=now)
-    assert (stats.total, stats.skipped) == (3, 1)
+    assert (stats.total, stats.skipped) == (3, 2)
+    assert stats.first_at == pytest.approx(now - 7200)  # the oldest event, not the garbage
+
+
+async def test_a_restart_is_refused_whole_when_one_of_its_keys_has_the_wrong_type(
+    store: Store, client: aioredis.Redis, keys: Keys
+) -> None:
+    for key in (keys.restart_types, keys.shard_restarts(3)):
+        await client.set(key, "written by hand")
+        crash = event("crash", shards=(2, 3))
+        with pytest.raises(redis.ResponseError, match=f"WRONGTYPE {re.escape(key)}"):
+            await store.record_restart(crash)
+        assert (
+            await client.zcard(keys.restarts) == 0
+            and await client.zcard(keys.shard_restarts(2)) == 0
+        )
+        await client.delete(key)
+        assert await store.record_restart(crash)  # the journal's replay, once the key is fixed
+        assert await client.hgetall(keys.restart_counts) == {"2:crash": "1", "3:crash": "1"}
+        await client.flushall()
 
 
 async def test_shard_performance(store: Store) -> None:
@@ -245,14 +267,14 @@ async def test_an_event_recorded_during_a_rebuild_is_never_lost_from_the_counts(
     now = time.time()
     await store.record_restart(event("crash", at=now - 60))
     await client.delete(keys.restart_types)  # as after an upgrade
-    parse = store._parsed
+    parse_all = store_module._parse_all
 
     def parse_then_race(*args: Any) -> Any:  # another process records between read and write
         with create_sync_redis(redis_target) as other:
             record_restart_sync(other, keys, event("manual", at=now))
-        return parse(*args)
+        return parse_all(*args)
 
-    monkeypatch.setattr(store, "_parsed", parse_then_race)
+    monkeypatch.setattr(store_module, "_parse_all", parse_then_race)
     assert (await store.restart_stats(now=now)).by_type == {"crash": 1}  # what it had read
     monkeypatch.undo()
     # The rebuild lost its WATCH to the racing write and stored nothing; this read rebuilds.

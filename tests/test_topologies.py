@@ -12,7 +12,7 @@ import redis
 from redis_server import ClusterSetup, SentinelSetup
 
 from shardmon import cli
-from shardmon.api import log_bot_restart
+from shardmon.api import log_bot_restart, persist_restart
 from shardmon.connection import create_redis, create_sync_redis
 from shardmon.keys import Keys
 from shardmon.monitor import MonitorConfig, SystemMonitor
@@ -143,3 +143,34 @@ async def test_a_sentinel_failover_loses_no_restart_event_and_the_bot_runs_on(
         await client.aclose()
     finally:
         setup.stop()
+
+
+async def test_a_cluster_that_goes_down_is_an_outage_not_a_crash(
+    tmp_path: Path, config: MonitorConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """redis-py raises RedisClusterException, not a RedisError, once no node answers."""
+    setup = ClusterSetup(tmp_path / "cluster")
+    client = None
+    try:
+        setup.start()
+        client = create_redis(setup.target, timeout_s=0.5)
+        monitor = SystemMonitor(dataclasses.replace(config, leader_lease_s=1), client)
+        await monitor.sample_once()
+        setup.stop()
+        await monitor.start()  # never raises for an outage
+        await asyncio.sleep(1.5)  # election and judge loops meet the outage several times
+        event = await monitor.log_restart("crash")
+        await monitor.sample_once()
+        alive = all(not task.done() for task in monitor._leader_tasks) and monitor.running
+        monkeypatch.setenv("SHARDMON_REDIS_MODE", "cluster")
+        monkeypatch.setenv("SHARDMON_REDIS_URL", setup.url)
+        monkeypatch.setenv("SHARDMON_JOURNAL_PATH", str(tmp_path / "helper.log"))
+        journaled, in_redis = persist_restart(event)  # the seed helpers' path
+        await monitor.stop()
+        assert alive and not monitor.redis_available and monitor.pending
+        assert event.id in monitor.journal.lines()[-1]
+        assert (journaled, in_redis) == (True, False)
+    finally:
+        setup.stop()
+        if client is not None:
+            await client.aclose()

@@ -249,6 +249,9 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
         try:
             built = await build()
         except redis.ResponseError as exc:  # Redis answered, but refused: a key written by hand
+            if isinstance(exc, REDIS_ERRORS):  # CLUSTERDOWN, TRYAGAIN: an outage
+                await self._unreachable(interaction, exc)
+                return
             log.error("/%s: Redis refused the query: %s", _name(interaction), refusal(exc))
             await interaction.followup.send(
                 f"⚠️ Redis refused this query ({refusal(exc)[:300]}). A key of shardmon's may have "
@@ -257,11 +260,7 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
             )
             return
         except (*REDIS_ERRORS, redis.RedisError) as exc:
-            log.warning("/%s: Redis unavailable (%s)", _name(interaction), exc)
-            await interaction.followup.send(
-                "⚠️ The monitoring store (Redis) is not reachable right now; try again shortly.",
-                ephemeral=True,
-            )
+            await self._unreachable(interaction, exc)
             return
         if isinstance(built, list):
             view = (
@@ -270,6 +269,13 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
             await interaction.followup.send(embed=built[0], view=view)
         else:
             await interaction.followup.send(embed=built)
+
+    async def _unreachable(self, interaction: discord.Interaction, exc: Exception) -> None:
+        log.warning("/%s: Redis unavailable (%s)", _name(interaction), exc)
+        await interaction.followup.send(
+            "⚠️ The monitoring store (Redis) is not reachable right now; try again shortly.",
+            ephemeral=True,
+        )
 
     @property
     def _offline_after_s(self) -> float:

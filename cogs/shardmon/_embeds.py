@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Sequence
@@ -89,8 +90,9 @@ def uptime_embed(
     )
     _field(embed, "Overall health", health)
     if summary.measured_at is not None:  # Discord shows it in the reader's own time zone
-        embed.timestamp = datetime.fromtimestamp(summary.measured_at, tz=UTC)
-        embed.set_footer(text="Figures as of")
+        with contextlib.suppress(ValueError, OverflowError, OSError):  # a time no date can hold
+            embed.timestamp = datetime.fromtimestamp(summary.measured_at, tz=UTC)
+            embed.set_footer(text="Figures as of")
     return embed
 
 

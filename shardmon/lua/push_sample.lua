@@ -11,6 +11,9 @@
 -- the sample stays pending in the monitor and is applied once the key is fixed.
 local function refused(reply, i)
   if type(reply) == 'table' and reply.err then
+    if not string.find(reply.err, '^WRONGTYPE') then
+      return reply  -- READONLY, OOM...: Redis' own words, for the client to recognize
+    end
     local kinds = {'list', 'hash', 'hash', 'zset', 'hash'}
     local found = redis.call('TYPE', KEYS[i])['ok']
     return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' is a ' .. found .. ', not a ' .. kinds[i])
