@@ -18,6 +18,7 @@ import redis.asyncio.cluster
 import redis.asyncio.sentinel
 import redis.cluster
 import redis.sentinel
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.commands.core import AsyncScript
 from redis.connection import parse_url
@@ -133,7 +134,9 @@ def create_redis(
         "encoding_errors": "replace",  # bytes written by hand become garbage to skip
         "socket_timeout": timeout_s,
         "socket_connect_timeout": timeout_s,
-        "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), retries),
+        # The asyncio Retry: redis-py's asyncio client awaits it, and silently never retries
+        # with the blocking one (found by the connection-cut test).
+        "retry": AsyncRetry(ExponentialBackoff(cap=0.5, base=0.05), retries),
     }
     if target.mode == "cluster":
         return cast(
@@ -143,7 +146,7 @@ def create_redis(
     if target.mode == "sentinel":
         sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
             list(target.sentinels),
-            sentinel_kwargs=_sentinel_kwargs(target, timeout_s),
+            sentinel_kwargs=_sentinel_kwargs(target, timeout_s, AsyncRetry(NoBackoff(), 0)),
             **_master_kwargs(target),
         )
         master = sentinel.master_for(
@@ -171,7 +174,7 @@ def create_sync_redis(target: str | RedisTarget, *, timeout_s: float = 1.0) -> r
     if target.mode == "sentinel":
         sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
             list(target.sentinels),
-            sentinel_kwargs=_sentinel_kwargs(target, timeout_s),
+            sentinel_kwargs=_sentinel_kwargs(target, timeout_s, Retry(NoBackoff(), 0)),
             **_master_kwargs(target),
         )
         master = sentinel.master_for(  # type: ignore[no-untyped-call]
@@ -235,13 +238,15 @@ def _required_url(target: RedisTarget) -> str:
     return target.url
 
 
-def _sentinel_kwargs(target: RedisTarget, timeout_s: float) -> dict[str, Any]:
+def _sentinel_kwargs(
+    target: RedisTarget, timeout_s: float, retry: Retry | AsyncRetry
+) -> dict[str, Any]:
     """The sentinels' own connections: bounded like the master's, and not retried (redis-py's
     default, 10 retries with backoff, would hold a crash hook for seconds per sentinel)."""
     options: dict[str, Any] = {
         "socket_timeout": timeout_s,
         "socket_connect_timeout": timeout_s,
-        "retry": Retry(NoBackoff(), 0),
+        "retry": retry,
     }
     if target.sentinel_password is not None:
         options["password"] = target.sentinel_password

@@ -9,7 +9,9 @@ nodes sent (their log lines), and that every bot process is still alive.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import logging
 import re
 import time
 from collections import Counter
@@ -132,14 +134,16 @@ def test_redis_frozen_past_the_leader_lease(own_redis: RedisServer, tmp_path: Pa
 
 
 class CuttingProxy:
-    """A TCP proxy to Redis that can cut the connection right after a request got through,
-    before its reply: the write is applied, and the client sees a dropped connection."""
+    """A TCP proxy to Redis that, when armed, cuts the connection right after a script call
+    (EVALSHA) got through, before its reply: the write is applied, and the client sees a
+    dropped connection and resends it. Handshakes and other commands pass untouched."""
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
-        self.cut_next_reply = False
-        self.cuts = 0
+        self.armed = False
+        self.cuts: list[str] = []  # the request each cut reply answered
         self.server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
 
     async def start(self) -> int:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -147,54 +151,76 @@ class CuttingProxy:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        self._writers += [writer, up_writer]
+        last_request = b""
 
-        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, replies: bool) -> None:
-            while data := await src.read(65536):
-                if replies and self.cut_next_reply:
-                    self.cut_next_reply = False
-                    self.cuts += 1
+        async def requests() -> None:
+            nonlocal last_request
+            while data := await reader.read(65536):
+                last_request = data
+                up_writer.write(data)
+                await up_writer.drain()
+
+        async def replies() -> None:
+            while data := await up_reader.read(65536):
+                if self.armed and b"EVALSHA" in last_request.upper():
+                    self.armed = False
+                    self.cuts.append(last_request.decode(errors="replace"))
                     break
-                dst.write(data)
-                await dst.drain()
-            for end in (writer, up_writer):
-                end.close()
+                writer.write(data)
+                await writer.drain()
 
-        await asyncio.gather(pump(reader, up_writer, False), pump(up_reader, writer, True),
-                             return_exceptions=True)  # fmt: skip
+        await asyncio.wait(
+            [asyncio.ensure_future(requests()), asyncio.ensure_future(replies())],
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        for end in (writer, up_writer):
+            end.close()
 
     async def stop(self) -> None:
         assert self.server is not None
+        for end in self._writers:
+            end.close()
         self.server.close()
+        await self.server.wait_closed()
 
 
 async def test_a_connection_cut_mid_write_applies_each_write_once(
-    redis_server: RedisServer, redis_url: str, config: MonitorConfig
+    redis_server: RedisServer,
+    redis_url: str,
+    config: MonitorConfig,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     proxy = CuttingProxy(redis_server.port)
     port = await proxy.start()
-    client = create_redis(f"redis://127.0.0.1:{port}/0", timeout_s=2)  # 1 retry: resends
-    monitor = SystemMonitor(config, client)
+    client = create_redis(f"redis://127.0.0.1:{port}/0", timeout_s=2)  # 1 retry: a resend
+    monitor = SystemMonitor(dataclasses.replace(config, leader_eligible=False), client)
     keys = Keys(config.deployment)
-    await monitor.start(sample=False)
-    logged = []
-    for i in range(10):
-        proxy.cut_next_reply = True  # the next write lands, its reply never arrives
-        if i % 2:
-            logged.append(await monitor.log_restart("manual", {"i": i}))
-        else:
-            await monitor.sample_once()
-    await monitor.sample_once()  # anything left pending is written now
-    samples = await client.llen(keys.samples(0))
-    events = await client.zrange(keys.restarts, 0, -1)
-    rollups = [await client.hgetall(k) for k in await client.keys(keys.rollup_minute_pattern)]
-    counted = sum(int(r.get("n", 0)) for r in rollups)
-    print(f"connection cut {proxy.cuts} times mid-write: samples taken 6 a shard, in Redis "
-          f"{samples}, counted in the rollups {counted // 2} a shard; restart events logged "
-          f"{len(logged)}, in Redis {len(events)}")  # fmt: skip
-    assert proxy.cuts >= 10
-    assert samples == 6 and counted == 12  # 6 ticks of 2 shards, each applied once
-    assert sorted(events) == sorted(e.to_json() for e in logged)
-    assert monitor.redis_available and not monitor.pending
-    await monitor.stop()
-    await client.aclose()
-    await proxy.stop()
+    try:
+        await monitor.start(sample=False)
+        logged = [await monitor.log_restart("startup")]  # both scripts loaded before any cut
+        await monitor.sample_once()
+        with caplog.at_level(logging.WARNING):
+            for i in range(10):
+                proxy.armed = True  # this write lands; its reply never arrives
+                if i % 2:
+                    logged.append(await monitor.log_restart("manual", {"i": i}))
+                else:
+                    await monitor.sample_once()
+                assert not proxy.armed, "the write's reply was not cut"
+                assert monitor.redis_available and not monitor.pending  # the resend did it
+        samples = await client.llen(keys.samples(0))
+        events = await client.zrange(keys.restarts, 0, -1)
+        rollups = [await client.hgetall(k) for k in await client.keys(keys.rollup_minute_pattern)]
+        counted = sum(int(r.get("n", 0)) for r in rollups)
+        print(f"connection cut after {len(proxy.cuts)} writes reached Redis: 6 sampling ticks "
+              f"of 2 shards, in the lists {samples} a shard, in the rollups {counted // 2} a "
+              f"shard; restart events logged {len(logged)}, in Redis {len(events)}")  # fmt: skip
+        assert len(proxy.cuts) == 10 and all("EVALSHA" in cut.upper() for cut in proxy.cuts)
+        assert samples == 6 and counted == 12  # each write applied once, resend or not
+        assert sorted(events) == sorted(e.to_json() for e in logged)
+        assert "kept in the journal" not in caplog.text and "unreachable" not in caplog.text
+    finally:
+        await monitor.stop()
+        await client.aclose()
+        await proxy.stop()
