@@ -17,12 +17,16 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	rm -f $(VENV)/.installed-* && touch $@
 
-# The tests start their own redis-server; install Debian's where the binary is missing.
+# The tests start their own redis-server; install Debian's where the binary is missing. The
+# Cluster and Sentinel tests need Redis 7 (cluster-port, ADDSLOTSRANGE).
 redis-server:
 	@command -v redis-server >/dev/null 2>&1 || { \
 	  echo "redis-server not found: installing Debian's package"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+	@major=$$(redis-server --version | sed -n 's/.* v=\([0-9]*\)\..*/\1/p'); \
+	[ "$${major:-0}" -ge 7 ] || { echo "the tests need redis-server 7 or newer, found: \
+	$$(redis-server --version)"; exit 1; }
 
 # The exporter's test checks /metrics with promtool, from Debian's prometheus package.
 promtool:

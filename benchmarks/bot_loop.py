@@ -55,6 +55,30 @@ async def _blocking(
     return longest, total
 
 
+async def _lag(step: Callable[[], Coroutine[Any, Any, Any]], runs: int) -> list[float]:
+    """How late a 1 ms timer fires while `step` runs, worst per run, in µs: what a bot's own
+    coroutine feels. Unlike the callback times, it also sees a worker thread holding the GIL;
+    but epoll counts in whole milliseconds, so it cannot tell blocks under about 1 ms apart."""
+    worst = []
+    for _ in range(runs):
+        late = [0.0]
+        done = asyncio.Event()
+
+        async def probe(late: list[float] = late, done: asyncio.Event = done) -> None:
+            while not done.is_set():
+                started = time.perf_counter()
+                await asyncio.sleep(0.001)
+                late[0] = max(late[0], time.perf_counter() - started - 0.001)
+
+        prober = asyncio.create_task(probe())
+        await asyncio.sleep(0)  # the probe is waiting on its timer before the step starts
+        await step()
+        done.set()
+        await prober
+        worst.append(late[0] * 1e6)
+    return worst
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ticks", type=int, default=1000, help="sampling ticks (1000)")

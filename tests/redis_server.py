@@ -14,6 +14,7 @@ from helpers import wait_for
 
 from shardmon.connection import RedisTarget
 from shardmon.embedded import free_port
+from shardmon.fleet import die_with_parent
 
 
 class RedisServer:
@@ -49,7 +50,9 @@ class RedisServer:
 
     def _spawn(self, args: list[str]) -> None:
         with (self.folder / "redis.log").open("ab") as log:
-            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+            )
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2, **self.ping_options)
         deadline = time.monotonic() + 10
         while True:
@@ -58,6 +61,7 @@ class RedisServer:
                 break
             except redis.ConnectionError:
                 if time.monotonic() > deadline or self.process.poll() is not None:
+                    self.kill()  # never leave a half-started server behind
                     raise RuntimeError(f"redis-server did not start, see {self.folder}") from None
                 time.sleep(0.02)
             finally:
@@ -107,12 +111,17 @@ class SentinelSetup:
                 f"sentinel parallel-syncs {self.MASTER} 1\n"
             )
             sentinel.start_sentinel(conf)
-        wait_for(self._replica_known, 20, "the sentinels to know the replica")
+        wait_for(self._ready, 30, "the sentinels to know the replica and each other")
 
-    def _replica_known(self) -> bool:
+    def _ready(self) -> bool:
+        """Every sentinel knows the replica and the two other sentinels: a failover can be
+        voted at once."""
         for sentinel in self.sentinels:
-            with redis.Redis(port=sentinel.port, socket_timeout=1) as client:
+            with redis.Redis(port=sentinel.port, socket_timeout=1, decode_responses=True) as client:
                 if not client.execute_command("SENTINEL", "REPLICAS", self.MASTER):
+                    return False
+                master = client.sentinel_master(self.MASTER)
+                if int(master.get("num-other-sentinels", 0)) != len(self.sentinels) - 1:
                     return False
         return True
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import fnmatch
+import logging
 import math
 import time
 from pathlib import Path
@@ -68,6 +70,17 @@ def _one_of_each() -> list[str]:
         families.get(info.name, info.key))]  # fmt: skip
 
 
+def _declared_type(key: str) -> str:
+    """The type `Keys.layout()` declares for a key (or the family it belongs to)."""
+    for info in KEYS.layout():
+        pattern = info.key.replace("[0-9]*", "*")
+        if fnmatch.fnmatchcase(key, pattern) and (info.family or key == info.key):
+            if info.name == "rollup:<minute>" and ":h:" in key:
+                continue
+            return info.type
+    raise AssertionError(f"{key} is not in the layout")
+
+
 READS = [["status"], ["restarts"], ["restarts", "--shard", "0"], ["stats"], ["performance"],
          ["performance", "--shard", "0"], ["alerts"], ["keys"], ["thresholds"]]  # fmt: skip
 
@@ -86,13 +99,14 @@ def test_a_key_of_the_wrong_type_gets_one_clear_refusal_from_every_command(
         key = KEYS.rollup_minute(now // 60 * 60)
     elif key == "rollup:h:<this hour>":
         key = KEYS.rollup_hour(now // 3600 * 3600)
+    declared = _declared_type(key)
     with redis.Redis.from_url(redis_url) as raw:
-        kind = raw.type(key)
         raw.delete(key)
-        if kind == b"string":
+        if declared == "string":
             raw.rpush(key, "a list written by hand")
         else:
             raw.set(key, "a string written by hand")
+        assert raw.type(key).decode() != declared
     monkeypatch.setenv("SHARDMON_REDIS_URL", redis_url)
     monkeypatch.setenv("SHARDMON_DEPLOYMENT", DEPLOYMENT)
     monkeypatch.setenv("SHARDMON_SHARD_COUNT", "2")
@@ -115,17 +129,23 @@ async def test_the_leader_and_the_sampler_outlive_a_key_of_the_wrong_type(
     config = MonitorConfig(deployment=DEPLOYMENT, shard_ids=(0, 1), shard_count=2,
                            journal_path=tmp_path / "j2.log", sample_interval_s=0.05,
                            leader_lease_s=1)  # fmt: skip
+    election = {KEYS.leader, KEYS.leader_epoch}  # left alone, so that this monitor can lead
     for key in _one_of_each():
-        await client.delete(key)
-        await client.set(key, "written by hand")
+        if key not in election and not key.startswith("rollup:<"):
+            await client.delete(key)
+            await client.set(key, "written by hand")
+    await client.delete(KEYS.leader)
     monitor = SystemMonitor(config, client)
-    await monitor.start()
-    await asyncio.sleep(0.5)  # ten sampling ticks, some judging
-    alive = monitor.running and all(not t.done() for t in monitor._leader_tasks)
-    await monitor.stop()
+    with caplog.at_level(logging.INFO):
+        await monitor.start()
+        await asyncio.sleep(1.0)  # twenty sampling ticks; the election and some judging
+        alive = monitor.running and all(not t.done() for t in monitor._leader_tasks)
+        led = monitor.election.is_leader
+        await monitor.stop()
     await client.aclose()
-    assert alive
-    assert "Redis refused" in caplog.text or "leader tick failed" in caplog.text
+    assert alive and led
+    assert "Redis refused a write" in caplog.text  # the sampler, told clearly
+    assert "leader tick skipped, Redis refused: WRONGTYPE" in caplog.text  # the judge, too
 
 
 # -- deployment names ----------------------------------------------------------------------

@@ -282,6 +282,14 @@ async def test_an_event_recorded_during_a_rebuild_is_never_lost_from_the_counts(
     assert (await store.restart_stats(now=now)).by_type == {"crash": 1, "manual": 1}
 
 
+async def _command_calls(client: aioredis.Redis) -> dict[str, int] | None:
+    """Calls per command since the server started (None on a Cluster: one node's stats)."""
+    if isinstance(client, redis.asyncio.cluster.RedisCluster):
+        return None
+    stats = await client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(entry["calls"]) for name, entry in stats.items()}
+
+
 async def test_identify_counts_of_the_whole_fleet_come_in_one_script_call(
     store: Store, client: aioredis.Redis, keys: Keys
 ) -> None:
@@ -290,8 +298,14 @@ async def test_identify_counts_of_the_whole_fleet_come_in_one_script_call(
         for ago in ages:
             await store.record_gateway_event(shard, "identify", now=now - ago)
     await client.set(keys.gateway_identify(4), "written by hand")
+    await store.identify_counts([0], now=now)  # the script is loaded: one call from now on
+    before = await _command_calls(client)
     counts = await store.identify_counts(range(6), now=now)
+    after = await _command_calls(client)
     assert counts == {0: 3, 2: 1}  # shard 3's IDENTIFY is older than 24 h
+    if before is not None and after is not None:  # one server: its stats say what was sent
+        sent = {name: n - before.get(name, 0) for name, n in after.items()}
+        assert sent.get("evalsha") == 1 and sent.get("zcount") == 6  # inside the script
     assert store.skipped[keys.gateway_identify(4)] == 1
     assert {s: c[0] for s, c in (await store.gateway_counts([0, 2, 3], now=now)).items()} == {
         0: 3, 2: 1, 3: 0

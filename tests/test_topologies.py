@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 import redis
+import redis.asyncio as aioredis
+from helpers import wait_for
 from redis_server import ClusterSetup, SentinelSetup
 
 from shardmon import cli
@@ -100,49 +102,65 @@ async def test_a_sentinel_failover_loses_no_restart_event_and_the_bot_runs_on(
     tmp_path: Path, config: MonitorConfig
 ) -> None:
     setup = SentinelSetup(tmp_path / "sentinel")
-    setup.start()
+    client = monitor = None
     try:
+        setup.start()
         client = create_redis(setup.target, timeout_s=0.5)
         keys = Keys(config.deployment)
         monitor = SystemMonitor(dataclasses.replace(config, sample_interval_s=0.1), client)
         await monitor.start()
         logged = []
         old_master = setup.master_port()
-        killed_at = time.monotonic()
-        promoted_after = None
-        for step in range(150):  # 0.05 s apart: about 7.5 s, the master killed after 1 s
+        killed_at = promoted_at = None
+        for step in range(100):  # 0.05 s apart, the master killed after 1 s
             if step == 20:
                 setup.master.kill()
                 killed_at = time.monotonic()
             logged.append(await monitor.log_restart("manual", {"step": step}))
-            if step > 20 and promoted_after is None and setup.master_port() != old_master:
-                promoted_after = time.monotonic() - killed_at
+            if killed_at and not promoted_at and setup.master_port() != old_master:
+                promoted_at = time.monotonic()
             await asyncio.sleep(0.05)
+        if promoted_at is None:  # a slow vote: wait for it
+            wait_for(lambda: setup.master_port() != old_master, 30, "a new master")
+            promoted_at = time.monotonic()
+        assert killed_at is not None
+        promoted_after = promoted_at - killed_at
+        samples_before = await _sample_count(client, keys)
 
         async def caught_up() -> bool:
-            return monitor.redis_available and await client.zcard(keys.restarts) == len(logged)
+            return (
+                monitor is not None
+                and monitor.redis_available
+                and (await client.zcard(keys.restarts) == len(logged))
+            )
 
         async with asyncio.timeout(20):
             while not await caught_up():  # noqa: ASYNC110 - the state lives in Redis
                 await asyncio.sleep(0.1)
+        async with asyncio.timeout(10):  # sampling goes on, on the new master
+            while await _sample_count(client, keys) <= samples_before:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
         members = await client.zrange(keys.restarts, 0, -1)
         ids = {e.id for e in logged}
         found = sum(1 for m in members if any(i in m for i in ids))
-        newest = await client.hget(keys.latest, "0")
         print(
-            f"sentinel failover: master {old_master} -> {setup.master_port()} promoted after "
-            f"{promoted_after:.1f} s; restart events logged {len(logged)}, found {found}, "
-            f"lost {len(logged) - found}, duplicates {len(members) - found}; "
+            f"sentinel failover: master {old_master} -> {setup.master_port()}, seen promoted "
+            f"within {promoted_after:.1f} s; restart events logged {len(logged)}, found "
+            f"{found}, lost {len(logged) - found}, duplicates {len(members) - found}; "
             f"sampling alive: {monitor.running}"
         )
-        assert setup.master_port() != old_master
         assert found == len(logged) and len(members) == len(logged)
-        assert monitor.running and newest is not None
-        assert '"ts":' in newest and float(newest.split('"ts":')[1].split(",")[0]) > time.time() - 2
-        await monitor.stop()
-        await client.aclose()
+        assert monitor.running
     finally:
+        if monitor is not None:
+            await monitor.stop()
+        if client is not None:
+            await client.aclose()
         setup.stop()
+
+
+async def _sample_count(client: aioredis.Redis, keys: Keys) -> int:
+    return int(await client.llen(keys.samples(0)))
 
 
 async def test_a_cluster_that_goes_down_is_an_outage_not_a_crash(
