@@ -76,6 +76,7 @@ class Alerter:
         self.policy = policy or DeliveryPolicy()
         self._claim_alert = client.register_script(lua("claim_alert"))
         self._claim_resolution = client.register_script(lua("claim_resolution"))
+        self._record_alert = client.register_script(lua("record_alert"))
         self._deliveries: set[asyncio.Task[None]] = set()
 
     async def alert(
@@ -205,20 +206,16 @@ class Alerter:
         try:
             async with self.client.pipeline(transaction=False) as pipe:
                 (on_delivered if delivered else on_undelivered)(pipe)
-                self._record(pipe, alert, outcomes, delivered)
                 await pipe.execute()
+            await self._record(alert, outcomes, delivered)
         except (*REDIS_ERRORS, redis.RedisError) as exc:
             log.error("%s %s sent=%s but not recorded: %s", alert.kind, alert.id, delivered, exc)
 
-    def _record(
-        self,
-        pipe: aioredis.client.Pipeline,
-        alert: Alert,
-        outcomes: dict[str, str],
-        delivered: bool,
-    ) -> None:
+    async def _record(self, alert: Alert, outcomes: dict[str, str], delivered: bool) -> None:
+        """One record in `alerts`, and one count when delivered, even if redis-py resends."""
         record = {**asdict(alert), "delivery": outcomes, "delivered": delivered}
-        pipe.lpush(self.keys.alerts, json.dumps(record, ensure_ascii=False))
-        pipe.ltrim(self.keys.alerts, 0, ALERTS_CAP - 1)
-        if delivered:
-            pipe.hincrby(self.keys.alert_counts, f"{alert.rule}:{alert.kind}", 1)
+        counter = f"{alert.rule}:{alert.kind}" if delivered else ""
+        await self._record_alert(
+            keys=[self.keys.alerts, self.keys.alert_counts],
+            args=[json.dumps(record, ensure_ascii=False), ALERTS_CAP, counter],
+        )

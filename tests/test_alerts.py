@@ -281,3 +281,14 @@ async def test_a_claim_that_redis_py_resends_after_a_timeout_is_still_ours(
     assert await resolution_claim(keys=claim, args=["a:1", "memory:0", "1:res-b", 60]) == 0
     assert await resolution_claim(keys=claim, args=["b:2", "memory:0", "1:res-a", 60]) == -1
     assert 0 < await client.ttl(keys.resolution("memory", 0)) <= 60
+
+
+async def test_an_alert_record_resent_after_a_lost_reply_is_kept_and_counted_once(
+    client: aioredis.Redis, keys: Keys
+) -> None:
+    record_alert = client.register_script(lua("record_alert"))
+    call = {"keys": [keys.alerts, keys.alert_counts], "args": ['{"id": "a1"}', 100, "memory:alert"]}
+    assert await record_alert(**call) == 1
+    assert await record_alert(**call) == 0  # the resend
+    assert await client.lrange(keys.alerts, 0, -1) == ['{"id": "a1"}']
+    assert await client.hgetall(keys.alert_counts) == {"memory:alert": "1"}
