@@ -245,7 +245,8 @@ async def _cli_url(store: Store, settings: Settings) -> str:
     base = settings.redis_url.get_secret_value() if settings.redis_url else "redis://unused/0"
     parts = urlsplit(base)
     credentials = parts.netloc.rpartition("@")[0]
-    netloc = f"{credentials}@{host}:{port}" if credentials else f"{host}:{port}"
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # IPv6 in brackets
+    netloc = f"{credentials}@{address}" if credentials else address
     return urlunsplit(parts._replace(netloc=netloc))
 
 
@@ -509,6 +510,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"shardmon: Redis refused a command (a key written by hand?): {refusal(exc)}",
             file=sys.stderr,
         )
+        return 1
+    except redis.RedisError as exc:  # e.g. a WatchError raised for a connection lost meanwhile
+        print(f"shardmon: Redis failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     except RuntimeError as exc:  # the demo refusing a running fleet
         print(f"shardmon: {exc}", file=sys.stderr)

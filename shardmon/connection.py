@@ -30,6 +30,7 @@ __all__ = [
     "RedisTarget",
     "create_redis",
     "create_sync_redis",
+    "describe_error",
     "redact_url",
     "refusal",
     "run_script",
@@ -135,8 +136,14 @@ def create_redis(
         "socket_timeout": timeout_s,
         "socket_connect_timeout": timeout_s,
         # The asyncio Retry: redis-py's asyncio client awaits it, and silently never retries
-        # with the blocking one (found by the connection-cut test).
-        "retry": AsyncRetry(ExponentialBackoff(cap=0.5, base=0.05), retries),
+        # with the blocking one (found by the connection-cut test). Only a dropped connection
+        # is retried: a timeout is not (a frozen Redis would cost a timeout per try, and
+        # redis-py also retries connects and health checks with it), so a call stays bounded.
+        "retry": AsyncRetry(
+            ExponentialBackoff(cap=0.5, base=0.05),
+            retries,
+            supported_errors=(redis.ConnectionError,),
+        ),
     }
     if target.mode == "cluster":
         return cast(
@@ -230,6 +237,14 @@ def refusal(exc: redis.ResponseError) -> str:
     if match:
         text = f"{match['error']} ({match['command'][:120]})"
     return " ".join(text.split())
+
+
+def describe_error(exc: BaseException) -> str:
+    """`Type: message` of a Redis failure for the log, one line, at most 200 characters, with
+    any credentials in a URL it quotes redacted (a Cluster misconfiguration says what it is)."""
+    text = re.sub(r"://[^\s/@]*@", "://***@", str(exc))
+    text = re.sub(r"([?&][^=&\s]*password=)[^&\s]*", r"\1***", text, flags=re.IGNORECASE)
+    return " ".join(f"{type(exc).__name__}: {text}".split())[:200]
 
 
 def _required_url(target: RedisTarget) -> str:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import redis
 import redis.asyncio as aioredis
 
-from shardmon.connection import REDIS_ERRORS
+from shardmon.connection import REDIS_ERRORS, describe_error
 from shardmon.keys import Keys
 from shardmon.store import lua
 
@@ -100,7 +100,7 @@ class LeaderElection:
                     log.warning("%s lost the lease (epoch %s)", self.node, self.epoch)
                     self.epoch = None
         except (TimeoutError, *REDIS_ERRORS, redis.RedisError) as exc:
-            log.warning("election call failed (%s)", type(exc).__name__)
+            log.warning("election call failed (%s)", describe_error(exc))
         if self.epoch is not None and not self.is_leader:
             log.warning(
                 "%s stands down: no renewal for %.1f s", self.node, self.timing.stand_down_s
@@ -128,5 +128,5 @@ class LeaderElection:
             log.info("%s released the lease", self.node)
         except (TimeoutError, *REDIS_ERRORS, redis.RedisError) as exc:
             log.warning(
-                "could not release the lease (%s); it expires by itself", type(exc).__name__
+                "could not release the lease (%s); it expires by itself", describe_error(exc)
             )

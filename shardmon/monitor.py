@@ -25,7 +25,7 @@ import redis.asyncio as aioredis
 
 from shardmon.alerts import Alerter
 from shardmon.collector import Collector
-from shardmon.connection import REDIS_ERRORS, refusal
+from shardmon.connection import REDIS_ERRORS, describe_error, refusal
 from shardmon.health import HealthServer
 from shardmon.journal import Journal
 from shardmon.judge import FleetJudge
@@ -199,6 +199,9 @@ class SystemMonitor:
         self._last_seq = 0
         self._sync_lock = asyncio.Lock()
         self._last_refusal = ""
+        self._journal_error = ""
+        #: Shards this process has written samples of: a first sample again means a lost Redis.
+        self._written_shards: set[int] = set()
         self._started = False
         #: Monotonic time of the last sampling tick, None before the first (for /healthz).
         self.last_tick: float | None = None
@@ -229,7 +232,7 @@ class SystemMonitor:
                 self._last_seq, await self.store.applied_seq(self.config.shard_ids)
             )
         except (*REDIS_ERRORS, redis.RedisError) as exc:
-            log.warning("could not read applied sequence numbers (%s)", type(exc).__name__)
+            log.warning("could not read applied sequence numbers (%s)", describe_error(exc))
         await self._sync_with_redis()
         if self.redis_available:
             await self._write_shard_info()
@@ -354,6 +357,16 @@ class SystemMonitor:
                 await self.store.push_samples(batch)
                 for _ in batch:
                     self.pending.popleft()
+                lost = self.store.first_samples & self._written_shards
+                self._written_shards.update(sample.shard for sample, _ in batch)
+                if lost:  # a reconnect hid it: Redis restarted empty, or was flushed
+                    log.warning(
+                        "Redis has lost shardmon's data (shards %s had written before): "
+                        "replaying the journal and registering the shards again",
+                        sorted(lost),
+                    )
+                    await self._replay_journal()
+                    await self._write_shard_info()
         except REDIS_ERRORS as exc:  # first: a Cluster's CLUSTERDOWN is a ResponseError too
             self._outage(exc)
             return
@@ -378,7 +391,15 @@ class SystemMonitor:
         every JOURNAL_REPLAY_EVERY_S (a helper in another process may have failed to write, or
         Redis may have restarted empty without this process noticing). A refusal is reported
         and retried next tick without holding up the samples."""
-        lines = await asyncio.to_thread(self.journal.lines)
+        try:
+            lines = await asyncio.to_thread(self.journal.lines)
+        except OSError as exc:  # not Redis' fault: the samples go on, the replay waits
+            said = f"journal {self.journal.path} unreadable: {exc}"
+            if said != self._journal_error:
+                log.error("%s; replay retried next tick", said)
+            self._journal_error = said
+            return
+        self._journal_error = ""
         try:
             added = await self.store.replay_restarts(lines)
         except redis.ResponseError as exc:
@@ -393,7 +414,7 @@ class SystemMonitor:
 
     def _outage(self, exc: Exception) -> None:
         if self.redis_available:
-            log.warning("Redis unreachable (%s); buffering samples", type(exc).__name__)
+            log.warning("Redis unreachable (%s); buffering samples", describe_error(exc))
         self.redis_available = False
         self._needs_replay = True
 
@@ -416,7 +437,7 @@ class SystemMonitor:
         try:
             await self.store.write_shard_info(self.config.shard_ids, info)
         except (*REDIS_ERRORS, redis.RedisError) as exc:
-            log.warning("could not register shards (%s); will retry", type(exc).__name__)
+            log.warning("could not register shards (%s); will retry", describe_error(exc))
             self.redis_available = False
 
     # -- restarts -------------------------------------------------------------------------
@@ -437,7 +458,7 @@ class SystemMonitor:
         try:
             await self.store.record_restart(event)
         except (*REDIS_ERRORS, redis.RedisError) as exc:
-            log.warning("restart event %s kept in the journal (%s)", event.id, type(exc).__name__)
+            log.warning("restart event %s kept in the journal (%s)", event.id, describe_error(exc))
             self._needs_replay = True
         return event
 

@@ -172,25 +172,30 @@ class Store:
         self._count_identifies = client.register_script(lua("count_identifies"))
         #: key -> how many malformed values reads have skipped there, since this store began
         self.skipped: Counter[str] = Counter()
+        #: Shards whose sample, in the last `push_samples`, was the first in this Redis.
+        self.first_samples: set[int] = set()
 
     # -- writes ---------------------------------------------------------------------------
 
     async def push_samples(self, batch: Sequence[tuple[Sample, int]]) -> int:
         """Write (sample, seq) pairs: one round trip for one sample, one pipeline for many.
-        Returns how many were applied (a seq already applied is ignored)."""
+        Returns how many were applied (a seq already applied is ignored); `first_samples` then
+        holds the shards that had no sample in this Redis before."""
         if len(batch) == 1:
             sample, seq = batch[0]
-            return int(
+            result = int(
                 await self._push_sample(
                     keys=self._sample_keys(sample), args=self._sample_args(sample, seq)
                 )
             )
+            self.first_samples = {sample.shard} if result == 2 else set()
+            return min(result, 1)
         calls = [
             (self._sample_keys(sample), self._sample_args(sample, seq)) for sample, seq in batch
         ]
-        return sum(
-            int(applied) for applied in await run_script(self.client, self._push_sample, calls)
-        )
+        results = [int(r) for r in await run_script(self.client, self._push_sample, calls)]
+        self.first_samples = {s.shard for (s, _), r in zip(batch, results, strict=True) if r == 2}
+        return sum(min(result, 1) for result in results)
 
     def _sample_keys(self, sample: Sample) -> list[str]:
         keys = self.keys

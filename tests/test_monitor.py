@@ -192,3 +192,23 @@ async def test_stop_ends_the_loop_even_if_a_tick_swallows_the_cancel(
     await asyncio.sleep(0.02)  # inside the first tick's collect
     await monitor.stop()
     assert not monitor.running
+
+
+async def test_redis_restarted_empty_between_two_ticks_is_noticed_and_refilled(
+    config: MonitorConfig, own_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """redis-py reconnects quietly, so no tick sees an outage: the write script's answer
+    (the first sample of a shard that this process had written before) gives it away."""
+    client = create_redis(own_redis.url)
+    keys = Keys(config.deployment)
+    monitor = SystemMonitor(config, client)
+    event = await monitor.log_restart("startup")
+    await monitor.sample_once()
+    own_redis.restart()  # empty: no persistence
+    with caplog.at_level(logging.WARNING):
+        await monitor.sample_once()
+    assert "Redis has lost shardmon's data" in caplog.text
+    assert monitor.redis_available and not monitor.pending
+    assert await client.zrange(keys.restarts, 0, -1) == [event.to_json()]
+    assert await client.hget(keys.shard_info(0), "node") == config.node
+    await client.aclose()

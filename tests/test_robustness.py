@@ -152,3 +152,21 @@ async def test_a_refusal_other_than_a_wrong_type_keeps_redis_own_words(
     await monitor.sample_once()
     assert not monitor.pending
     await client.aclose()
+
+
+async def test_an_unreadable_journal_is_not_a_redis_outage(
+    config: MonitorConfig,
+    client: aioredis.Redis,
+    keys: Keys,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    folder = tmp_path / "a-folder-where-the-journal-should-be"
+    folder.mkdir()
+    monitor = SystemMonitor(dataclasses.replace(config, journal_path=folder), client)
+    with caplog.at_level(logging.ERROR):
+        await monitor.sample_once()
+        await monitor.sample_once()
+    assert monitor.redis_available and not monitor.pending
+    assert await client.llen(keys.samples(0)) == 2
+    assert caplog.text.count("replay retried next tick") == 1  # said once, not every tick

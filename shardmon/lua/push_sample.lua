@@ -3,6 +3,7 @@
 -- KEYS[4] heartbeats (ZSET)        KEYS[5] rollup:<minute> (HASH)
 -- ARGV: shard, seq, sample JSON, ts, history_size, rollup TTL,
 --       cpu, memory, latency in hundredths (latency '' when unknown)
+-- Returns 0 already applied, 1 applied, 2 applied and the first of its shard here.
 -- Atomic so that a write redis-py retries after a timeout (same seq) is ignored as a whole, and a
 -- reader never sees a sample in the list that the rollup lacks. Cost is independent of fleet size
 -- and kept to 8 commands (benchmarks/ingest.py): reads first, then the writes a retry repeats
@@ -79,4 +80,7 @@ if n == 0 then
   redis.call('EXPIRE', KEYS[5], tonumber(ARGV[6]))
 end
 redis.call('HSET', KEYS[2], shard, ARGV[2])
+if not last then
+  return 2  -- the shard's first sample in this Redis: if its process wrote before, Redis lost it
+end
 return 1
