@@ -90,24 +90,22 @@ def topology(request: pytest.FixtureRequest) -> str:
     return str(getattr(request, "param", "standalone"))
 
 
-@pytest.fixture(scope="session")
-def sentinel_setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSetup]:
-    setup = SentinelSetup(tmp_path_factory.mktemp("sentinel"))
+def _running(setup: SentinelSetup | ClusterSetup) -> Iterator[SentinelSetup | ClusterSetup]:
     try:
         setup.start()
         yield setup
     finally:
-        setup.stop()
+        setup.stop()  # also after a failed start: no server left behind
+
+
+@pytest.fixture(scope="session")
+def sentinel_setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSetup]:
+    yield from _running(SentinelSetup(tmp_path_factory.mktemp("sentinel")))
 
 
 @pytest.fixture(scope="session")
 def cluster_setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterSetup]:
-    setup = ClusterSetup(tmp_path_factory.mktemp("cluster"))
-    try:
-        setup.start()
-        yield setup
-    finally:
-        setup.stop()
+    yield from _running(ClusterSetup(tmp_path_factory.mktemp("cluster")))
 
 
 @pytest.fixture
