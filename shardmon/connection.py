@@ -31,6 +31,7 @@ __all__ = [
     "create_redis",
     "create_sync_redis",
     "describe_error",
+    "is_refusal",
     "redact_url",
     "refusal",
     "run_script",
@@ -209,7 +210,7 @@ async def run_script(
             try:
                 results.append(await script(keys=keys, args=args))
             except redis.ResponseError as exc:
-                if isinstance(exc, REDIS_ERRORS):  # CLUSTERDOWN, TRYAGAIN: an outage
+                if not is_refusal(exc):
                     raise
                 results.append(exc)
     else:
@@ -229,7 +230,13 @@ _PIPELINE_ERROR = re.compile(
 )
 
 
-def refusal(exc: redis.ResponseError) -> str:
+def is_refusal(exc: BaseException) -> bool:
+    """Redis answered and refused (a key written by hand, no memory, a read-only replica), as
+    opposed to an outage: a Cluster's CLUSTERDOWN and TRYAGAIN are ResponseErrors too."""
+    return isinstance(exc, redis.ResponseError) and not isinstance(exc, REDIS_ERRORS)
+
+
+def refusal(exc: BaseException) -> str:
     """What Redis refused, in one line: `WRONGTYPE ... (HGETALL <key>)` rather than redis-py's
     pipeline wrapping."""
     text = str(exc)

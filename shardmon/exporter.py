@@ -16,7 +16,7 @@ import redis
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from shardmon.connection import REDIS_ERRORS, refusal
+from shardmon.connection import REDIS_ERRORS, is_refusal, refusal
 from shardmon.keys import Keys
 from shardmon.models import Sample
 from shardmon.store import Store
@@ -129,7 +129,7 @@ def make_app(
         try:
             text = await render_metrics(store, offline_after_s, restart_window_s)
         except redis.ResponseError as exc:
-            if isinstance(exc, REDIS_ERRORS):  # CLUSTERDOWN, TRYAGAIN: an outage
+            if not is_refusal(exc):  # CLUSTERDOWN, TRYAGAIN: an outage
                 log.warning("scrape failed: Redis unavailable (%s)", type(exc).__name__)
                 return web.Response(status=503, text=f"Redis unavailable: {type(exc).__name__}\n")
             log.warning("scrape failed: Redis refused a read (%s)", refusal(exc))

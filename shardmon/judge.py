@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 import redis
 
 from shardmon.alerts import Alerter
-from shardmon.connection import REDIS_ERRORS, describe_error, refusal
+from shardmon.connection import REDIS_ERRORS, describe_error, is_refusal, refusal
 from shardmon.leader import LeaderElection
 from shardmon.rules import DEFAULT_RULES, AlertText, Finding, FleetView, Rule, Thresholds
 from shardmon.stats import FleetSummary, summarize_fleet
@@ -132,12 +132,11 @@ class FleetJudge:
         while not stopping.is_set():
             try:
                 await self.tick()
-            except REDIS_ERRORS as exc:  # first: a Cluster's CLUSTERDOWN is a ResponseError too
-                log.warning("leader tick skipped, Redis unavailable (%s)", describe_error(exc))
-            except redis.ResponseError as exc:  # a key written by hand, read-only, no memory
-                log.error("leader tick skipped, Redis refused: %s", refusal(exc))
-            except redis.RedisError as exc:
-                log.warning("leader tick skipped, Redis unavailable (%s)", describe_error(exc))
+            except (*REDIS_ERRORS, redis.RedisError) as exc:
+                if is_refusal(exc):
+                    log.error("leader tick skipped, Redis refused: %s", refusal(exc))
+                else:
+                    log.warning("leader tick skipped, Redis unavailable (%s)", describe_error(exc))
             except Exception:  # the judge must outlive any one bad tick; logged here
                 log.exception("leader tick failed")
             with contextlib.suppress(TimeoutError):

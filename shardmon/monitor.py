@@ -25,7 +25,7 @@ import redis.asyncio as aioredis
 
 from shardmon.alerts import Alerter
 from shardmon.collector import Collector
-from shardmon.connection import REDIS_ERRORS, describe_error, refusal
+from shardmon.connection import REDIS_ERRORS, describe_error, is_refusal, refusal
 from shardmon.health import HealthServer
 from shardmon.journal import Journal
 from shardmon.judge import FleetJudge
@@ -367,16 +367,11 @@ class SystemMonitor:
                     )
                     await self._replay_journal()
                     await self._write_shard_info()
-        except REDIS_ERRORS as exc:  # first: a Cluster's CLUSTERDOWN is a ResponseError too
-            self._outage(exc)
-            return
-        except redis.ResponseError as exc:
-            # Redis answered but refused: a key of the wrong type (written by hand), a read-only
-            # replica, or no memory left. Keep the samples (bounded) and say what Redis said.
-            self._refused("a write, samples kept meanwhile", exc)
-            return
-        except redis.RedisError as exc:
-            self._outage(exc)
+        except (*REDIS_ERRORS, redis.RedisError) as exc:
+            if is_refusal(exc):  # keep the samples (bounded) and say what Redis said
+                self._refused("a write, samples kept meanwhile", exc)
+            else:
+                self._outage(exc)
             return
         if not self.redis_available:
             log.info("Redis is back; pending samples and journal written")
@@ -403,7 +398,7 @@ class SystemMonitor:
         try:
             added = await self.store.replay_restarts(lines)
         except redis.ResponseError as exc:
-            if isinstance(exc, REDIS_ERRORS):  # CLUSTERDOWN, TRYAGAIN: an outage, not a refusal
+            if not is_refusal(exc):  # an outage: the caller's to handle
                 raise
             self._refused("the journal replay, retried next tick", exc)
             return
@@ -418,7 +413,7 @@ class SystemMonitor:
         self.redis_available = False
         self._needs_replay = True
 
-    def _refused(self, what: str, exc: redis.ResponseError) -> None:
+    def _refused(self, what: str, exc: BaseException) -> None:
         said = refusal(exc)
         if said != self._last_refusal:
             log.error("Redis refused %s: %s", what, said)

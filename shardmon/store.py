@@ -450,8 +450,14 @@ class Store:
 
     async def latest_samples(self) -> dict[int, Sample]:
         """Each shard's newest sample (one HGETALL of `latest`)."""
-        raw = await self.client.hgetall(self.keys.latest)
-        samples = self._parsed(raw.values(), parse_sample, self.keys.latest)
+        return await self._parse_latest(await self.client.hgetall(self.keys.latest))
+
+    async def _parse_latest(self, raw: Mapping[Any, str | bytes]) -> dict[int, Sample]:
+        """`latest` parsed off the event loop: a sample per shard is the heaviest CPU work of
+        a fleet-wide read (tens of ms at 5,000 shards). Malformed ones are counted."""
+        samples, bad = await asyncio.to_thread(_parse_all, list(raw.values()), parse_sample)
+        if bad:
+            self._count_skipped(self.keys.latest, bad)
         return {sample.shard: sample for sample in samples}
 
     async def heartbeats(self) -> dict[int, float]:
@@ -475,9 +481,8 @@ class Store:
             pipe.hgetall(self.keys.latest)
             pipe.zrange(self.keys.heartbeats, 0, -1, withscores=True)
             latest_raw, beats = await pipe.execute()
-        latest = self._parsed(latest_raw.values(), parse_sample, self.keys.latest)
         return summarize_fleet(
-            {s.shard: s for s in latest},
+            await self._parse_latest(latest_raw),
             self._heartbeats(beats),
             now=now,
             offline_after_s=offline_after_s,
@@ -638,11 +643,7 @@ class Store:
             pipe.hgetall(keys.thresholds)
             pipe.hkeys(keys.active_alerts)
             latest_raw, beats, recent, overrides_raw, active = await pipe.execute()
-        # Parsing every shard's sample is the leader's heaviest CPU work: off the event loop.
-        samples, bad = await asyncio.to_thread(_parse_all, list(latest_raw.values()), parse_sample)
-        if bad:
-            self._count_skipped(keys.latest, bad)
-        latest = {s.shard: s for s in samples}
+        latest = await self._parse_latest(latest_raw)
         heartbeats = self._heartbeats(beats)
         identifies = await self.identify_counts(heartbeats, now=now)
         fleet = FleetView(

@@ -20,7 +20,7 @@ from discord import app_commands
 from discord.ext import commands, tasks
 
 from shardmon.api import claim_process_startup, install_crash_hook
-from shardmon.connection import REDIS_ERRORS, create_redis, refusal
+from shardmon.connection import REDIS_ERRORS, create_redis, is_refusal, refusal
 from shardmon.monitor import GatewayStats, SystemMonitor
 from shardmon.rules import RestartStormRule
 from shardmon.settings import Settings
@@ -249,7 +249,7 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
         try:
             built = await build()
         except redis.ResponseError as exc:  # Redis answered, but refused: a key written by hand
-            if isinstance(exc, REDIS_ERRORS):  # CLUSTERDOWN, TRYAGAIN: an outage
+            if not is_refusal(exc):  # CLUSTERDOWN, TRYAGAIN: an outage
                 await self._unreachable(interaction, exc)
                 return
             log.error("/%s: Redis refused the query: %s", _name(interaction), refusal(exc))
