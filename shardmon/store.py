@@ -69,8 +69,8 @@ def _restart_args(event: RestartEvent, member: str) -> list[str | float]:
     return [event.ts, member, event.type.value, *(str(shard) for shard in event.shards)]
 
 
-#: Members of `restarts` read at once to find the oldest event (more only behind garbage).
-FIRST_EVENT_PAGE = 10
+#: Members of `restarts` read with the counts to find the oldest event (more only behind garbage).
+FIRST_EVENT_PAGE = 1
 #: The `restart_types` field that counts members of `restarts` that are not events.
 MALFORMED = "malformed"
 
