@@ -20,10 +20,10 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict
 from typing import Any
 
-import redis
 import redis.asyncio as aioredis
 
-from shardmon.connection import REDIS_ERRORS, run_script
+from shardmon.connection import run_script
+from shardmon.failures import REDIS_FAILURES, classify
 from shardmon.keys import ALERTS_CAP, RESOLUTION_CLAIM_TTL_S, Keys
 from shardmon.rules import AlertText, Finding, FleetView, Rule
 from shardmon.sinks import Alert, DeliveryPolicy, LogSink, Sink, deliver
@@ -208,8 +208,10 @@ class Alerter:
                 (on_delivered if delivered else on_undelivered)(pipe)
                 await pipe.execute()
             await self._record(alert, outcomes, delivered)
-        except (*REDIS_ERRORS, redis.RedisError) as exc:
-            log.error("%s %s sent=%s but not recorded: %s", alert.kind, alert.id, delivered, exc)
+        except REDIS_FAILURES as exc:
+            log.error(
+                "%s %s sent=%s but not recorded: %s", alert.kind, alert.id, delivered, classify(exc)
+            )
 
     async def _record(self, alert: Alert, outcomes: dict[str, str], delivered: bool) -> None:
         """One record in `alerts`, and one count when delivered, even if redis-py resends."""

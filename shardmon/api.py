@@ -18,9 +18,8 @@ from functools import cache
 from types import TracebackType
 from typing import Any
 
-import redis
-
-from shardmon.connection import REDIS_ERRORS, create_redis, create_sync_redis
+from shardmon.connection import create_redis, create_sync_redis
+from shardmon.failures import REDIS_FAILURES, classify
 from shardmon.journal import Journal
 from shardmon.keys import Keys
 from shardmon.models import RestartEvent, RestartType, crash_metadata
@@ -158,12 +157,8 @@ def _journal_then_redis(settings: Settings, event: RestartEvent) -> tuple[bool, 
         client = create_sync_redis(settings.redis_target())
         record_restart_sync(client, Keys(settings.deployment), event)
         in_redis = True
-    except (*REDIS_ERRORS, redis.RedisError) as exc:
-        log.warning(
-            "restart event %s kept in the journal, Redis unreachable (%s)",
-            event.id,
-            type(exc).__name__,
-        )
+    except REDIS_FAILURES as exc:
+        log.warning("restart event %s kept in the journal (%s)", event.id, classify(exc))
     finally:
         if client is not None:
             client.close()

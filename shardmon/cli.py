@@ -19,9 +19,8 @@ from dataclasses import asdict, replace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import redis
-
-from shardmon.connection import REDIS_ERRORS, create_redis, redact_url, refusal
+from shardmon.connection import create_redis, redact_url
+from shardmon.failures import REDIS_FAILURES, classify
 from shardmon.journal import Journal
 from shardmon.keys import Keys
 from shardmon.models import MalformedData, RestartType, parse_event
@@ -341,7 +340,10 @@ async def prune(store: Store, settings: Settings, args: argparse.Namespace) -> A
         except MalformedData:
             return True  # not ours to judge: it stays where an operator can read it
 
-    archived, kept = await asyncio.to_thread(journal.rotate, keep, archive)
+    try:
+        archived, kept = await asyncio.to_thread(journal.rotate, keep, archive)
+    except OSError as exc:  # an unwritable journal folder: not Redis's doing
+        raise CliError(f"journal {journal.path} not archived: {exc}") from None
     result = {"before": before, "redis_fleet_removed": fleet, "redis_shard_removed": per_shard,
               "journal_archived": archived, "journal_kept": kept,
               "archive": str(archive) if archived else None}  # fmt: skip
@@ -365,7 +367,12 @@ async def serve_exporter(settings: Settings, host: str, port: int) -> None:
     app = make_app(client, keys, 3 * settings.sample_interval_s, settings.restart_window_s)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:  # a busy port: not Redis's doing
+        await runner.cleanup()
+        await client.aclose()
+        raise CliError(f"cannot serve on {host}:{port}: {exc}") from None
     print(f"serving http://{host}:{port}/metrics for deployment {settings.deployment}", flush=True)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -402,10 +409,6 @@ READ_COMMANDS: dict[str, Callable[[Store, Settings, argparse.Namespace], Awaitab
     "status": status, "restarts": restarts, "stats": stats, "performance": performance,
     "alerts": alerts, "keys": keys, "thresholds": thresholds, "watch": watch, "prune": prune,
 }  # fmt: skip
-
-
-#: Redis outages, told apart from the OSErrors of the machine (a busy port, a journal folder).
-_UNREACHABLE = tuple(e for e in REDIS_ERRORS if e is not OSError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -500,24 +503,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         print(f"shardmon: {exc}", file=sys.stderr)
         return 1
-    except _UNREACHABLE as exc:  # first: a Cluster's CLUSTERDOWN is a ResponseError too
-        where = load_settings().redis_target().describe()
-        message = f"could not reach Redis at {where} (SHARDMON_REDIS_*): {exc}"
+    except REDIS_FAILURES as exc:  # the machine's own OSErrors became CliErrors where raised
+        failure = classify(exc)
+        if failure.outage:
+            where = load_settings().redis_target().describe()
+            message = f"could not reach Redis at {where} (SHARDMON_REDIS_*): {failure}"
+        else:
+            message = f"Redis refused a command (a key written by hand?): {failure}"
         print(f"shardmon: {message}", file=sys.stderr)
         return 1
-    except redis.ResponseError as exc:
-        print(
-            f"shardmon: Redis refused a command (a key written by hand?): {refusal(exc)}",
-            file=sys.stderr,
-        )
-        return 1
-    except redis.RedisError as exc:  # e.g. a WatchError raised for a connection lost meanwhile
-        print(f"shardmon: Redis failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
     except RuntimeError as exc:  # the demo refusing a running fleet
-        print(f"shardmon: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:  # a busy exporter port, an unwritable journal folder, ...
         print(f"shardmon: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

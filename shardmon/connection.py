@@ -24,31 +24,16 @@ from redis.commands.core import AsyncScript
 from redis.connection import parse_url
 from redis.retry import Retry
 
+from shardmon.failures import classify
+
 __all__ = [
-    "REDIS_ERRORS",
     "RedisMode",
     "RedisTarget",
     "create_redis",
     "create_sync_redis",
-    "describe_error",
-    "is_refusal",
     "redact_url",
-    "refusal",
     "run_script",
 ]
-
-#: What a Redis outage raises; every caller that must survive one catches exactly these, before
-#: any `ResponseError` branch (a refusal), since a Cluster's CLUSTERDOWN and TRYAGAIN are
-#: ResponseErrors too. A Sentinel that knows no master raises MasterNotFoundError, a
-#: ConnectionError; an unreachable Cluster raises RedisClusterException, not a RedisError.
-REDIS_ERRORS = (
-    redis.ConnectionError,
-    redis.TimeoutError,
-    OSError,
-    redis.exceptions.RedisClusterException,
-    redis.exceptions.ClusterDownError,
-    redis.exceptions.TryAgainError,
-)
 
 RedisMode = Literal["standalone", "sentinel", "cluster"]
 
@@ -210,7 +195,7 @@ async def run_script(
             try:
                 results.append(await script(keys=keys, args=args))
             except redis.ResponseError as exc:
-                if not is_refusal(exc):
+                if classify(exc).outage:
                     raise
                 results.append(exc)
     else:
@@ -223,35 +208,6 @@ async def run_script(
             if isinstance(result, Exception):
                 raise result
     return results
-
-
-_PIPELINE_ERROR = re.compile(
-    r"Command # \d+ \((?P<command>.+?)\) of pipeline caused error: \('?(?P<error>.+?)'?,?\)$", re.S
-)
-
-
-def is_refusal(exc: BaseException) -> bool:
-    """Redis answered and refused (a key written by hand, no memory, a read-only replica), as
-    opposed to an outage: a Cluster's CLUSTERDOWN and TRYAGAIN are ResponseErrors too."""
-    return isinstance(exc, redis.ResponseError) and not isinstance(exc, REDIS_ERRORS)
-
-
-def refusal(exc: BaseException) -> str:
-    """What Redis refused, in one line: `WRONGTYPE ... (HGETALL <key>)` rather than redis-py's
-    pipeline wrapping."""
-    text = str(exc)
-    match = _PIPELINE_ERROR.match(text)
-    if match:
-        text = f"{match['error']} ({match['command'][:120]})"
-    return " ".join(text.split())
-
-
-def describe_error(exc: BaseException) -> str:
-    """`Type: message` of a Redis failure for the log, one line, at most 200 characters, with
-    any credentials in a URL it quotes redacted (a Cluster misconfiguration says what it is)."""
-    text = re.sub(r"://[^\s/@]*@", "://***@", str(exc))
-    text = re.sub(r"([?&][^=&\s]*password=)[^&\s]*", r"\1***", text, flags=re.IGNORECASE)
-    return " ".join(f"{type(exc).__name__}: {text}".split())[:200]
 
 
 def _required_url(target: RedisTarget) -> str:

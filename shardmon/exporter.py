@@ -12,11 +12,10 @@ import math
 import time
 from collections.abc import Callable, Iterable
 
-import redis
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from shardmon.connection import REDIS_ERRORS, is_refusal, refusal
+from shardmon.failures import REDIS_FAILURES, classify
 from shardmon.keys import Keys
 from shardmon.models import Sample
 from shardmon.store import Store
@@ -128,15 +127,15 @@ def make_app(
         store = Store(client, keys)  # a store per scrape: its skipped counts are this scrape's
         try:
             text = await render_metrics(store, offline_after_s, restart_window_s)
-        except redis.ResponseError as exc:
-            if not is_refusal(exc):  # CLUSTERDOWN, TRYAGAIN: an outage
-                log.warning("scrape failed: Redis unavailable (%s)", type(exc).__name__)
-                return web.Response(status=503, text=f"Redis unavailable: {type(exc).__name__}\n")
-            log.warning("scrape failed: Redis refused a read (%s)", refusal(exc))
-            return web.Response(status=503, text=f"Redis refused a read: {refusal(exc)}\n")
-        except (*REDIS_ERRORS, redis.RedisError) as exc:
-            log.warning("scrape failed: Redis unavailable (%s)", type(exc).__name__)
-            return web.Response(status=503, text=f"Redis unavailable: {type(exc).__name__}\n")
+        except REDIS_FAILURES as exc:
+            failure = classify(exc)
+            said = (
+                f"unavailable: {type(exc).__name__}"
+                if failure.outage
+                else f"refused a read: {failure}"
+            )
+            log.warning("scrape failed: Redis %s", said)
+            return web.Response(status=503, text=f"Redis {said}\n")
         return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
 
     app = web.Application()

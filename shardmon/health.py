@@ -14,10 +14,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-import redis
 from aiohttp import web
 
-from shardmon.connection import REDIS_ERRORS
+from shardmon.failures import REDIS_FAILURES, classify
 
 __all__ = ["HealthServer"]
 
@@ -60,8 +59,8 @@ class HealthServer:
             async with asyncio.timeout(1):
                 await self.ping()
             redis_ok, redis_state = True, "ok"
-        except (TimeoutError, *REDIS_ERRORS, redis.RedisError) as exc:
-            redis_ok, redis_state = False, type(exc).__name__
+        except REDIS_FAILURES as exc:  # our own 1 s bound is an OSError too
+            redis_ok, redis_state = False, classify(exc).kind
         report: dict[str, object] = {
             "status": "ok" if loop_ok and redis_ok else "unhealthy",
             "seconds_since_sample": round(since, 1),

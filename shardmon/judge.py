@@ -8,10 +8,8 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-import redis
-
 from shardmon.alerts import Alerter
-from shardmon.connection import REDIS_ERRORS, describe_error, is_refusal, refusal
+from shardmon.failures import REDIS_FAILURES, classify
 from shardmon.leader import LeaderElection
 from shardmon.rules import DEFAULT_RULES, AlertText, Finding, FleetView, Rule, Thresholds
 from shardmon.stats import FleetSummary, summarize_fleet
@@ -132,11 +130,12 @@ class FleetJudge:
         while not stopping.is_set():
             try:
                 await self.tick()
-            except (*REDIS_ERRORS, redis.RedisError) as exc:
-                if is_refusal(exc):
-                    log.error("leader tick skipped, Redis refused: %s", refusal(exc))
+            except REDIS_FAILURES as exc:
+                failure = classify(exc)
+                if failure.outage:
+                    log.warning("leader tick skipped, Redis unavailable (%s)", failure)
                 else:
-                    log.warning("leader tick skipped, Redis unavailable (%s)", describe_error(exc))
+                    log.error("leader tick skipped, Redis refused: %s", failure)
             except Exception:  # the judge must outlive any one bad tick; logged here
                 log.exception("leader tick failed")
             with contextlib.suppress(TimeoutError):

@@ -15,10 +15,9 @@ import random
 import time
 from dataclasses import dataclass
 
-import redis
 import redis.asyncio as aioredis
 
-from shardmon.connection import REDIS_ERRORS, describe_error
+from shardmon.failures import REDIS_FAILURES, classify
 from shardmon.keys import Keys
 from shardmon.store import lua
 
@@ -99,8 +98,8 @@ class LeaderElection:
                 else:
                     log.warning("%s lost the lease (epoch %s)", self.node, self.epoch)
                     self.epoch = None
-        except (TimeoutError, *REDIS_ERRORS, redis.RedisError) as exc:
-            log.warning("election call failed (%s)", describe_error(exc))
+        except REDIS_FAILURES as exc:  # a timeout of ours is an OSError too
+            log.warning("election call failed (%s)", classify(exc))
         if self.epoch is not None and not self.is_leader:
             log.warning(
                 "%s stands down: no renewal for %.1f s", self.node, self.timing.stand_down_s
@@ -126,7 +125,5 @@ class LeaderElection:
             async with asyncio.timeout(self.timing.call_timeout_s):
                 await self._release(keys=[self.keys.leader], args=[self.node])
             log.info("%s released the lease", self.node)
-        except (TimeoutError, *REDIS_ERRORS, redis.RedisError) as exc:
-            log.warning(
-                "could not release the lease (%s); it expires by itself", describe_error(exc)
-            )
+        except REDIS_FAILURES as exc:
+            log.warning("could not release the lease (%s); it expires by itself", classify(exc))

@@ -20,12 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import redis
 import redis.asyncio as aioredis
 
 from shardmon.alerts import Alerter
 from shardmon.collector import Collector
-from shardmon.connection import REDIS_ERRORS, describe_error, is_refusal, refusal
+from shardmon.failures import REDIS_FAILURES, RedisFailure, classify
 from shardmon.health import HealthServer
 from shardmon.journal import Journal
 from shardmon.judge import FleetJudge
@@ -231,8 +230,8 @@ class SystemMonitor:
             self._last_seq = max(
                 self._last_seq, await self.store.applied_seq(self.config.shard_ids)
             )
-        except (*REDIS_ERRORS, redis.RedisError) as exc:
-            log.warning("could not read applied sequence numbers (%s)", describe_error(exc))
+        except REDIS_FAILURES as exc:
+            log.warning("could not read applied sequence numbers (%s)", classify(exc))
         await self._sync_with_redis()
         if self.redis_available:
             await self._write_shard_info()
@@ -367,11 +366,12 @@ class SystemMonitor:
                     )
                     await self._replay_journal()
                     await self._write_shard_info()
-        except (*REDIS_ERRORS, redis.RedisError) as exc:
-            if is_refusal(exc):  # keep the samples (bounded) and say what Redis said
-                self._refused("a write, samples kept meanwhile", exc)
-            else:
-                self._outage(exc)
+        except REDIS_FAILURES as exc:
+            failure = classify(exc)
+            if failure.outage:
+                self._outage(failure)
+            else:  # keep the samples (bounded) and say what Redis said
+                self._refused("a write, samples kept meanwhile", failure)
             return
         if not self.redis_available:
             log.info("Redis is back; pending samples and journal written")
@@ -397,24 +397,25 @@ class SystemMonitor:
         self._journal_error = ""
         try:
             added = await self.store.replay_restarts(lines)
-        except redis.ResponseError as exc:
-            if not is_refusal(exc):  # an outage: the caller's to handle
+        except REDIS_FAILURES as exc:
+            failure = classify(exc)
+            if failure.outage:  # the caller's to handle
                 raise
-            self._refused("the journal replay, retried next tick", exc)
+            self._refused("the journal replay, retried next tick", failure)
             return
         self._needs_replay = False
         self._next_replay = time.monotonic() + JOURNAL_REPLAY_EVERY_S
         if added:
             log.info("replayed %d restart event(s) from %s", added, self.journal.path)
 
-    def _outage(self, exc: Exception) -> None:
+    def _outage(self, failure: RedisFailure) -> None:
         if self.redis_available:
-            log.warning("Redis unreachable (%s); buffering samples", describe_error(exc))
+            log.warning("Redis unreachable (%s); buffering samples", failure)
         self.redis_available = False
         self._needs_replay = True
 
-    def _refused(self, what: str, exc: BaseException) -> None:
-        said = refusal(exc)
+    def _refused(self, what: str, failure: RedisFailure) -> None:
+        said = failure.text
         if said != self._last_refusal:
             log.error("Redis refused %s: %s", what, said)
         self._last_refusal = said
@@ -431,8 +432,8 @@ class SystemMonitor:
         )
         try:
             await self.store.write_shard_info(self.config.shard_ids, info)
-        except (*REDIS_ERRORS, redis.RedisError) as exc:
-            log.warning("could not register shards (%s); will retry", describe_error(exc))
+        except REDIS_FAILURES as exc:
+            log.warning("could not register shards (%s); will retry", classify(exc))
             self.redis_available = False
 
     # -- restarts -------------------------------------------------------------------------
@@ -452,8 +453,8 @@ class SystemMonitor:
             log.error("restart event %s not journaled (%s): %s", event.id, self.journal.path, exc)
         try:
             await self.store.record_restart(event)
-        except (*REDIS_ERRORS, redis.RedisError) as exc:
-            log.warning("restart event %s kept in the journal (%s)", event.id, describe_error(exc))
+        except REDIS_FAILURES as exc:
+            log.warning("restart event %s kept in the journal (%s)", event.id, classify(exc))
             self._needs_replay = True
         return event
 
@@ -461,7 +462,7 @@ class SystemMonitor:
         """The fleet's newest restarts from Redis; this host's journal while Redis is down."""
         try:
             events = await self.store.restart_history(limit)
-        except (*REDIS_ERRORS, redis.RedisError):
+        except REDIS_FAILURES:  # an outage or a refusal: this host's journal still answers
             events = []
             for line in await asyncio.to_thread(self.journal.tail, limit):
                 with contextlib.suppress(MalformedData):

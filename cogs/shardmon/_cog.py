@@ -14,13 +14,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 import discord
-import redis
 import redis.asyncio as aioredis
 from discord import app_commands
 from discord.ext import commands, tasks
 
 from shardmon.api import claim_process_startup, install_crash_hook
-from shardmon.connection import REDIS_ERRORS, create_redis, is_refusal, refusal
+from shardmon.connection import create_redis
+from shardmon.failures import REDIS_FAILURES, RedisFailure, classify
 from shardmon.monitor import GatewayStats, SystemMonitor
 from shardmon.rules import RestartStormRule
 from shardmon.settings import Settings
@@ -173,8 +173,8 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
     async def _gateway_event(self, shard: int | None, kind: str) -> None:
         try:
             await self.store.record_gateway_event(shard or 0, kind)
-        except (*REDIS_ERRORS, redis.RedisError) as exc:
-            log.warning("gateway %s of shard %s not counted (%s)", kind, shard, type(exc).__name__)
+        except REDIS_FAILURES as exc:
+            log.warning("gateway %s of shard %s not counted (%s)", kind, shard, classify(exc))
 
     @commands.Cog.listener()
     async def on_shard_ready(self, shard_id: int) -> None:
@@ -205,10 +205,8 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
         """A server the bot left can no longer receive alerts."""
         try:
             await self.store.forget_alert_channel(guild.id)
-        except (*REDIS_ERRORS, redis.RedisError) as exc:
-            log.warning(
-                "alert channel of guild %s not forgotten (%s)", guild.id, type(exc).__name__
-            )
+        except REDIS_FAILURES as exc:
+            log.warning("alert channel of guild %s not forgotten (%s)", guild.id, classify(exc))
 
     def alert_channel_of(self, guild: discord.Guild) -> int | None:
         """The first text channel of the guild named like an alert channel, by setting order,
@@ -234,8 +232,8 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
         }
         try:
             await self.store.record_alert_channels(found)
-        except (*REDIS_ERRORS, redis.RedisError) as exc:
-            log.warning("alert channels not recorded (%s)", type(exc).__name__)
+        except REDIS_FAILURES as exc:
+            log.warning("alert channels not recorded (%s)", classify(exc))
 
     # -- commands -------------------------------------------------------------------------
 
@@ -248,19 +246,8 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
         await interaction.response.defer(thinking=True)
         try:
             built = await build()
-        except redis.ResponseError as exc:  # Redis answered, but refused: a key written by hand
-            if not is_refusal(exc):  # CLUSTERDOWN, TRYAGAIN: an outage
-                await self._unreachable(interaction, exc)
-                return
-            log.error("/%s: Redis refused the query: %s", _name(interaction), refusal(exc))
-            await interaction.followup.send(
-                f"⚠️ Redis refused this query ({refusal(exc)[:300]}). A key of shardmon's may have "
-                "been written by hand: `shardmon keys` lists them.",
-                ephemeral=True,
-            )
-            return
-        except (*REDIS_ERRORS, redis.RedisError) as exc:
-            await self._unreachable(interaction, exc)
+        except REDIS_FAILURES as exc:
+            await self._failed(interaction, classify(exc))
             return
         if isinstance(built, list):
             view = (
@@ -270,12 +257,18 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
         else:
             await interaction.followup.send(embed=built)
 
-    async def _unreachable(self, interaction: discord.Interaction, exc: Exception) -> None:
-        log.warning("/%s: Redis unavailable (%s)", _name(interaction), exc)
-        await interaction.followup.send(
-            "⚠️ The monitoring store (Redis) is not reachable right now; try again shortly.",
-            ephemeral=True,
-        )
+    async def _failed(self, interaction: discord.Interaction, failure: RedisFailure) -> None:
+        """A polite ephemeral reply: try again shortly (an outage), or what Redis refused."""
+        if failure.outage:
+            log.warning("/%s: Redis unavailable (%s)", _name(interaction), failure)
+            text = "⚠️ The monitoring store (Redis) is not reachable right now; try again shortly."
+        else:  # Redis answered, but refused: a key written by hand
+            log.error("/%s: Redis refused the query: %s", _name(interaction), failure)
+            text = (
+                f"⚠️ Redis refused this query ({failure.text[:300]}). A key of shardmon's may "
+                "have been written by hand: `shardmon keys` lists them."
+            )
+        await interaction.followup.send(text, ephemeral=True)
 
     @property
     def _offline_after_s(self) -> float:
