@@ -88,8 +88,8 @@ async def main() -> None:
     rss_before = process.memory_info().rss
 
     from shardmon.connection import create_redis
-    from shardmon.embedded import embedded_redis
-    from shardmon.monitor import GatewayStats, MonitorConfig, SystemMonitor
+    from shardmon.demo.embedded import embedded_redis
+    from shardmon.monitor import GatewayStats, MonitorConfig, build_monitor
 
     rss_imported = process.memory_info().rss
     with embedded_redis() as server, tempfile.TemporaryDirectory() as tmp:
@@ -101,7 +101,7 @@ async def main() -> None:
             journal_path=Path(tmp) / "system_restarts.log",
             leader_eligible=False,
         )
-        monitor = SystemMonitor(
+        monitor = build_monitor(
             config, client, gateway=lambda shard: GatewayStats(42.0, 1200, 95_000)
         )
         await monitor.start(sample=False)

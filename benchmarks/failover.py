@@ -28,8 +28,8 @@ from pathlib import Path
 
 import redis
 
-from shardmon.embedded import embedded_redis
-from shardmon.fleet import LocalFleet
+from shardmon.demo.embedded import embedded_redis
+from shardmon.demo.fleet import LocalFleet
 from shardmon.keys import Keys
 from shardmon.leader import LeaseTiming
 

@@ -34,12 +34,12 @@ from bot_loop import _blocking, _lag
 
 from shardmon.alerts import Alerter
 from shardmon.connection import create_redis
-from shardmon.embedded import embedded_redis
+from shardmon.demo.embedded import embedded_redis
 from shardmon.judge import FleetJudge
 from shardmon.keys import Keys
 from shardmon.leader import LeaderElection, LeaseTiming
 from shardmon.models import RestartType, Sample, new_event, parse_sample
-from shardmon.rules import Thresholds
+from shardmon.rules import Limits
 from shardmon.sinks import LogSink
 from shardmon.store import Store
 
@@ -105,11 +105,11 @@ async def _time(query: Callable[[], Awaitable[object]], runs: int) -> tuple[floa
     return statistics.median(times), max(times)
 
 
-async def _leader(client: aioredis.Redis, store: Store, shards: int) -> FleetJudge:
-    election = LeaderElection(client, KEYS, "bench:1", LeaseTiming(3600))
+async def _leader(store: Store, shards: int) -> FleetJudge:
+    election = LeaderElection(store, "bench:1", LeaseTiming(3600))
     assert await election.campaign_once(), "the benchmark's node must lead"
-    alerter = Alerter(client, KEYS, "bench:1", [LogSink()])
-    return FleetJudge(store, election, alerter, Thresholds(), interval_s=60, shard_count=shards)
+    alerter = Alerter(store, "bench:1", [LogSink()])
+    return FleetJudge(store, election, alerter, Limits(), shard_count=shards)
 
 
 async def _memory(client: aioredis.Redis, shards: int) -> tuple[int, float]:
@@ -139,7 +139,7 @@ async def main() -> None:
             await _load(client, store, shards, args.samples)
             print(f"loaded {shards} shards x {args.samples} samples in "
                   f"{time.monotonic() - started:.0f} s", flush=True)  # fmt: skip
-            judge = await _leader(client, store, shards)
+            judge = await _leader(store, shards)
             await judge.tick()  # the first tick sends the alerts; later ones are deduplicated
 
             async def naive(shards: int = shards) -> float:

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 import redis.asyncio as aioredis
 
 from shardmon.connection import create_redis
-from shardmon.embedded import embedded_redis
+from shardmon.demo.embedded import embedded_redis
 from shardmon.keys import Keys
 from shardmon.models import Sample
 from shardmon.store import Store

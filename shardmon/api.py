@@ -4,6 +4,7 @@
 or an exception handler: they journal the event (fsynced), then write it to Redis with a
 1-second timeout, and never raise. Inside a running event loop the work is handed to one
 background thread, so the bot's loop never waits; the thread is joined at interpreter exit.
+`get_restart_history` is the seed's synchronous read, for maintenance scripts.
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ from shardmon.failures import REDIS_FAILURES, classify
 from shardmon.journal import Journal
 from shardmon.keys import Keys
 from shardmon.models import RestartEvent, RestartType, crash_metadata
-from shardmon.monitor import SystemMonitor
+from shardmon.monitor import SystemMonitor, build_monitor
 from shardmon.settings import Settings, load_settings
-from shardmon.store import record_restart_sync
+from shardmon.store import Store, record_restart_sync
 
 __all__ = [
     "claim_process_startup",
+    "get_restart_history",
     "get_system_monitor",
     "install_crash_hook",
     "log_bot_crash",
@@ -58,7 +60,7 @@ def get_system_monitor() -> SystemMonitor:
         if _monitor is None:
             settings = _settings()
             client = create_redis(settings.redis_target())
-            _monitor = SystemMonitor(
+            _monitor = build_monitor(
                 settings.monitor_config(), client, sinks=settings.alert_sinks()
             )
         return _monitor
@@ -163,3 +165,34 @@ def _journal_then_redis(settings: Settings, event: RestartEvent) -> tuple[bool, 
         if client is not None:
             client.close()
     return journaled, in_redis
+
+
+def get_restart_history(limit: int = 10) -> list[dict[str, Any]]:
+    """The fleet's newest restarts, newest first, for plain scripts (the seed's synchronous
+    `get_restart_history`): from Redis, else this host's journal while Redis is down. Inside a
+    running event loop it would block the loop, so it refuses: there, await
+    `get_system_monitor().get_restart_history(limit)`."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # a plain script: no loop to block
+        return _restart_history(_settings(), limit)
+    raise RuntimeError(
+        "shardmon.get_restart_history() is for plain scripts; inside an event loop, "
+        "await get_system_monitor().get_restart_history(limit)"
+    )
+
+
+def _restart_history(settings: Settings, limit: int) -> list[dict[str, Any]]:
+    async def read() -> list[RestartEvent]:
+        client = create_redis(settings.redis_target(), timeout_s=1, retries=0)
+        try:
+            return await Store(client, Keys(settings.deployment)).restart_history(limit)
+        finally:
+            await client.aclose()
+
+    try:
+        events = asyncio.run(read())
+    except REDIS_FAILURES as exc:  # this host's journal still answers
+        log.warning("restart history from the journal: Redis %s", classify(exc))
+        events = Journal(settings.journal_path).recent_events(limit)
+    return [event.model_dump(mode="json") for event in events]

@@ -15,31 +15,20 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, replace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from shardmon import views
 from shardmon.connection import create_redis, redact_url
 from shardmon.failures import REDIS_FAILURES, classify
 from shardmon.journal import Journal
 from shardmon.keys import Keys
 from shardmon.models import MalformedData, RestartType, parse_event
-from shardmon.render import format_uptime, status_emoji, table
-from shardmon.rules import RestartStormRule
+from shardmon.rules import DEFAULT_RULES
 from shardmon.settings import Settings, SettingsError, load_settings
-from shardmon.stats import Spread
 from shardmon.store import Store
 
 __all__ = ["build_parser", "main"]
-
-#: Runtime-overridable rules: name -> (what the value is, smallest, largest).
-THRESHOLD_RULES = {
-    "memory": ("percent", 1.0, 100.0),
-    "cpu": ("percent", 1.0, 100.0),
-    "restart_storm": ("restarts in the window", 1.0, 10_000.0),
-    "identify_storm": ("IDENTIFYs in 24 h", 1.0, 1000.0),
-    "offline": ("seconds without heartbeat", 1.0, 7 * 86400.0),
-}
 
 
 class CliError(Exception):
@@ -79,121 +68,24 @@ def _meta(text: str) -> tuple[str, str]:
     return key, value
 
 
-def _spread(spread: Spread | None, warn: float, critical: float) -> str:
-    if spread is None:
-        return "no data"
-    emoji = status_emoji(spread.average, warn, critical)
-    return f"{emoji} {spread.average:.1f}% avg, {spread.peak:.1f}% peak"
-
-
-def _ago(ts: float | None, now: float) -> str:
-    return "never" if ts is None else f"{format_uptime(now - ts)} ago"
-
-
-# -- commands ---------------------------------------------------------------------------------
+# -- commands: each reads the store, then prints a view of `shardmon.views` --------------------
 
 
 async def status(store: Store, settings: Settings, args: argparse.Namespace) -> Any:
     """The /uptime and /shards views."""
-    now = time.time()
-    summary = await store.fleet_summary(3 * settings.sample_interval_s, now=now)
-    gateway = await store.gateway_counts((s.shard for s in summary.shards), now=now)
-    node, lease_ms, epoch = await store.leader()
-    if args.json:
-        return {
-            "online": summary.online, "offline": summary.offline, "guilds": summary.guilds,
-            "users": summary.users, "leader": node, "epoch": epoch,
-            "memory": summary.memory and asdict(summary.memory),
-            "cpu": summary.cpu and asdict(summary.cpu),
-            "disk": summary.disk and asdict(summary.disk),
-            "shards": [
-                {"shard": s.shard, "online": s.online, "last_seen": s.last_seen,
-                 "sample": s.sample and s.sample.model_dump(),
-                 "identifies_24h": gateway.get(s.shard, (0, 0))[0],
-                 "resumes_24h": gateway.get(s.shard, (0, 0))[1]}
-                for s in summary.shards
-            ],
-        }  # fmt: skip
-    warn, critical = settings.warn_level, settings.memory_critical
-    seen = {s.shard for s in summary.shards}
-    never = [s for s in range(settings.shard_count) if s not in seen]
-    health = "🔴 needs attention" if summary.offline or never else "🟢 healthy"
-    uptime = format_uptime(now - summary.oldest_start) if summary.oldest_start else "unknown"
-    lines = [
-        f"deployment {settings.deployment}: {health}",
-        f"  shards    🟢 {summary.online} online, 🔴 {summary.offline} offline"
-        + (f", ⚪ {len(never)} never seen" if never else "")
-        + f" ({settings.shard_count} configured)",
-        f"  uptime    {uptime} (oldest shard)",
-        f"  memory    {_spread(summary.memory, warn, critical)}",
-        f"  cpu       {_spread(summary.cpu, warn, settings.cpu_critical)}",
-        f"  disk      {_spread(summary.disk, warn, critical)}",
-        f"  servers   {summary.guilds:,}   users {summary.users:,}",
-        f"  leader    {node or 'none'} (epoch {epoch}, lease {lease_ms / 1000:.1f} s left)",
-        "",
-    ]
-    rows = []
-    for s in summary.shards:
-        sample = s.sample
-        identifies, resumes = gateway.get(s.shard, (0, 0))
-        rows.append([
-            s.shard, "🟢 up" if s.online else "🔴 down",
-            f"{sample.cpu:.1f}" if sample else "-", f"{sample.memory:.1f}" if sample else "-",
-            f"{sample.latency_ms:.0f}" if sample and sample.latency_ms is not None else "-",
-            f"{sample.guilds:,}" if sample else "-",
-            format_uptime(now - sample.started_at) if sample and sample.started_at else "-",
-            _ago(s.last_seen, now), identifies, resumes,
-        ])  # fmt: skip
-    headers = [
-        "shard",
-        "status",
-        "cpu%",
-        "mem%",
-        "ms",
-        "guilds",
-        "uptime",
-        "seen",
-        "id/24h",
-        "res/24h",
-    ]
-    return "\n".join(lines) + table(headers, rows)
+    fleet = await store.fleet_status(settings.limits.offline_after_s)
+    return views.status_view(fleet, settings, as_json=args.json)
 
 
 async def restarts(store: Store, settings: Settings, args: argparse.Namespace) -> Any:
     events = await store.restart_history(args.limit, shard=args.shard, restart_type=args.type)
-    if args.json:
-        return [e.model_dump(mode="json") for e in events]
-    rows = [
-        [e.timestamp[:19].replace("T", " "), e.type.value, ",".join(map(str, e.shards)),
-         e.version, e.node, str(e.metadata.get("error", ""))[:50]]
-        for e in events
-    ]  # fmt: skip
-    return (
-        table(["time (UTC)", "type", "shards", "version", "node", "error"], rows) or "no restarts"
-    )
+    return views.restarts_view(events, as_json=args.json)
 
 
 async def stats(store: Store, settings: Settings, args: argparse.Namespace) -> Any:
     result = await store.restart_stats()
-    fleet, overrides = await store.storm_view(settings.restart_window_s)
-    limits = replace(settings.monitor_config().thresholds, overrides=overrides)
-    threshold = limits.value("restart_storm", -1, limits.restart_count)  # the fleet's own
-    storms = {f.shard: int(f.value) for f in RestartStormRule().judge(fleet, limits)}
-    if args.json:
-        return {**asdict(result), "storms": storms}
-    lines = [
-        f"total {result.total}; last hour {result.last_hour}; last 24 h {result.last_24h}",
-        f"per day {result.per_day:.1f}; per month {result.per_month:.1f}",
-        "by type: " + (", ".join(f"{t} {n}" for t, n in result.by_type.items()) or "none"),
-    ]
-    if storms:
-        names = ", ".join(f"shard {s} ({n})" for s, n in sorted(storms.items()))
-        lines.append(f"🚨 restart storm ({threshold:g}+ in {settings.restart_window_s} s): {names}")
-    else:
-        lines.append("🟢 no restart storm")
-    if result.skipped:
-        lines.append(f"({result.skipped} malformed entries skipped)")
-    return "\n".join(lines)
+    storms = await store.restart_storms(settings.limits, settings.shard_count)
+    return views.stats_view(result, storms, as_json=args.json)
 
 
 async def performance(store: Store, settings: Settings, args: argparse.Namespace) -> Any:
@@ -204,35 +96,11 @@ async def performance(store: Store, settings: Settings, args: argparse.Namespace
         result, scope = await store.fleet_performance(window_s=3600), "fleet, last hour"
     else:
         result, scope = await store.shard_performance(args.shard), f"shard {args.shard}"
-    if args.json:
-        return {"scope": scope, **asdict(result)}
-
-    def line(name: str, spread: Spread | None, unit: str = "%") -> list[str]:
-        if spread is None:
-            return [name, "-", "-", "-"]
-        return [name, *(f"{v:.1f}{unit}" for v in (spread.average, spread.peak, spread.low))]
-
-    rows = [
-        line("memory", result.memory),
-        line("cpu", result.cpu),
-        line("latency", result.latency_ms, " ms"),
-    ]
-    return f"{scope}: {result.samples} samples\n" + table(["", "average", "peak", "low"], rows)
+    return views.performance_view(result, scope, as_json=args.json)
 
 
 async def alerts(store: Store, settings: Settings, args: argparse.Namespace) -> Any:
-    records = await store.recent_alerts(args.limit)
-    if args.json:
-        return records
-    rows = [
-        [time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(r["ts"]))), r["kind"], r["rule"],
-         ",".join(map(str, r.get("shards", []))), r.get("epoch", ""),
-         "yes" if r.get("delivered") else "NO",
-         "; ".join(f"{k}: {v}" for k, v in r.get("delivery", {}).items())[:60]]
-        for r in records
-    ]  # fmt: skip
-    headers = ["time (UTC)", "kind", "rule", "shards", "epoch", "delivered", "per sink"]
-    return table(headers, rows) or "no alerts"
+    return views.alerts_view(await store.recent_alerts(args.limit), as_json=args.json)
 
 
 async def _cli_url(store: Store, settings: Settings) -> str:
@@ -251,63 +119,37 @@ async def _cli_url(store: Store, settings: Settings) -> str:
 
 async def keys(store: Store, settings: Settings, args: argparse.Namespace) -> Any:
     counts = await store.key_counts()
-    layout = store.keys.layout()
-    if args.json:
-        return [{"key": i.name, "type": i.type, "pattern" if i.family else "name": i.key,
-                 "count": counts[i.name]} for i in layout]  # fmt: skip
-    url = redact_url(await _cli_url(store, settings))
     cluster = " -c" if settings.redis_mode == "cluster" else ""
-    rows = []
-    for info in layout:
-        if info.family:
-            command = f"redis-cli{cluster} -u {url} --scan --pattern '{info.key}'"
-        else:
-            read = {"list": "LRANGE {} 0 4", "hash": "HGETALL {}",
-                    "zset": "ZRANGE {} 0 9 WITHSCORES", "string": "GET {}"}[info.type]  # fmt: skip
-            command = f"redis-cli{cluster} -u {url} " + read.format(f"'{info.key}'")
-        rows.append([info.name, info.type, counts[info.name], info.holds, command])
-    note = "count: keys of a family, or the length of a single key\n"
-    return note + table(["key", "type", "count", "holds", "read it with"], rows)
+    redis_cli = f"redis-cli{cluster} -u {redact_url(await _cli_url(store, settings))}"
+    return views.keys_view(store.keys.layout(), counts, redis_cli, as_json=args.json)
+
+
+#: The rules whose threshold `shardmon thresholds` shows and sets, by name.
+RULES = {rule.name: rule for rule in DEFAULT_RULES}
 
 
 async def thresholds(store: Store, settings: Settings, args: argparse.Namespace) -> Any:
     name = None
     if args.rule is not None:
-        if args.rule not in THRESHOLD_RULES:
-            raise CliError(f"unknown rule {args.rule!r}: one of {', '.join(THRESHOLD_RULES)}")
+        if args.rule not in RULES:
+            raise CliError(f"unknown rule {args.rule!r}: one of {', '.join(RULES)}")
         name = args.rule if args.shard is None else f"{args.rule}:{args.shard}"
     if args.action == "set":
         if name is None or args.value is None:
             raise CliError("usage: shardmon thresholds set RULE VALUE [--shard S]")
-        what, low, high = THRESHOLD_RULES[args.rule]
-        if not low <= args.value <= high:
-            raise CliError(f"{args.rule} takes {what} from {low:g} to {high:g}, not {args.value:g}")
+        limit = RULES[args.rule].threshold
+        if not limit.low <= args.value <= limit.high:
+            raise CliError(
+                f"{args.rule} takes {limit.unit} from {limit.low:g} to {limit.high:g}, "
+                f"not {args.value:g}"
+            )
         await store.set_threshold(name, args.value)
     elif args.action == "unset":
         if name is None:
             raise CliError("usage: shardmon thresholds unset RULE [--shard S]")
         if not await store.unset_threshold(name):
             raise CliError(f"no override {name!r} to remove")
-    overrides = await store.thresholds()
-    defaults = {
-        "memory": settings.memory_critical, "cpu": settings.cpu_critical,
-        "restart_storm": settings.restart_alert_threshold,
-        "identify_storm": settings.identify_alert_threshold,
-        "offline": 3 * settings.sample_interval_s,
-    }  # fmt: skip
-    if args.json:
-        return {"settings": defaults, "overrides": overrides}
-    rows = [
-        [rule, f"{value:g}", THRESHOLD_RULES[rule][0], overrides.get(rule, "-")]
-        for rule, value in defaults.items()
-    ]
-    per_shard = sorted((n, v) for n, v in overrides.items() if ":" in n)
-    text = table(["rule", "setting", "unit", "fleet override"], rows)
-    if per_shard:
-        text += "\n\nper-shard overrides:\n" + table(
-            ["rule:shard", "value"], [list(p) for p in per_shard]
-        )
-    return text + "\n\nthe leader reads overrides every tick: no restart needed"
+    return views.thresholds_view(settings.limits, await store.thresholds(), as_json=args.json)
 
 
 async def watch(store: Store, settings: Settings, args: argparse.Namespace) -> Any:
@@ -329,14 +171,13 @@ async def watch(store: Store, settings: Settings, args: argparse.Namespace) -> A
 
 async def prune(store: Store, settings: Settings, args: argparse.Namespace) -> Any:
     """Restart history retention: Redis, and this host's journal into a gzip archive."""
-    before = time.time() - args.older_than
-    fleet, per_shard = await store.prune_restarts(before)
+    pruned = await store.prune_restarts(time.time() - args.older_than)
     journal = Journal(settings.journal_path)
     archive = journal.path.with_name(f"{journal.path.name}.{time.strftime('%Y%m%d-%H%M%S')}.gz")
 
     def keep(line: str) -> bool:
         try:
-            return bool(parse_event(line).ts >= before)
+            return bool(parse_event(line).ts >= pruned.before)
         except MalformedData:
             return True  # not ours to judge: it stays where an operator can read it
 
@@ -344,16 +185,7 @@ async def prune(store: Store, settings: Settings, args: argparse.Namespace) -> A
         archived, kept = await asyncio.to_thread(journal.rotate, keep, archive)
     except OSError as exc:  # an unwritable journal folder: not Redis's doing
         raise CliError(f"journal {journal.path} not archived: {exc}") from None
-    result = {"before": before, "redis_fleet_removed": fleet, "redis_shard_removed": per_shard,
-              "journal_archived": archived, "journal_kept": kept,
-              "archive": str(archive) if archived else None}  # fmt: skip
-    if args.json:
-        return result
-    cutoff = time.strftime("%Y-%m-%d %H:%M", time.gmtime(before))
-    text = f"restarts before {cutoff} UTC: {fleet} removed from Redis ({per_shard} from shard sets)"
-    if archived:
-        return text + f"\njournal: {archived} lines moved to {archive}, {kept} kept"
-    return text + f"\njournal: nothing older ({kept} lines kept)"
+    return views.prune_view(pruned, archived, kept, str(archive), as_json=args.json)
 
 
 async def serve_exporter(settings: Settings, host: str, port: int) -> None:
@@ -364,7 +196,7 @@ async def serve_exporter(settings: Settings, host: str, port: int) -> None:
 
     client = create_redis(settings.redis_target(), timeout_s=3)
     keys = Keys(settings.deployment)
-    app = make_app(client, keys, 3 * settings.sample_interval_s, settings.restart_window_s)
+    app = make_app(client, keys, settings.limits, settings.shard_count)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
@@ -441,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("keys", "the key layout with live counts and redis-cli commands")
     t = add("thresholds", "show, set or unset runtime threshold overrides")
     t.add_argument("action", nargs="?", choices=["show", "set", "unset"], default="show")
-    t.add_argument("rule", nargs="?", help=", ".join(THRESHOLD_RULES))
+    t.add_argument("rule", nargs="?", help=", ".join(RULES))
     t.add_argument("value", nargs="?", type=float, help="the new value (set)")
     t.add_argument("--shard", type=_bounded_int(0, 100_000), help="for one shard only")
     pr = add("prune", "drop restart history older than a cutoff; archive the local journal")
@@ -488,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings()
         if args.command == "demo":
-            from shardmon.demo import run_demo
+            from shardmon.demo.scenario import run_demo
 
             return 0 if run_demo(shards=args.shards, duration_s=args.duration) else 1
         if args.command == "log-restart":

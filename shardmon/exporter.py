@@ -18,6 +18,7 @@ from aiohttp import web
 from shardmon.failures import REDIS_FAILURES, classify
 from shardmon.keys import Keys
 from shardmon.models import Sample
+from shardmon.rules import Limits
 from shardmon.store import Store
 
 __all__ = ["make_app", "render_metrics"]
@@ -75,12 +76,12 @@ _PER_SHARD: list[tuple[str, str, Callable[[Sample, float], float]]] = [
 ]
 
 
-async def render_metrics(store: Store, offline_after_s: float, restart_window_s: float) -> str:
+async def render_metrics(store: Store, limits: Limits, shard_count: int) -> str:
     """The fleet's metrics now, in the text exposition format."""
     now = time.time()
-    summary = await store.fleet_summary(offline_after_s, now=now)
-    fleet, _ = await store.storm_view(restart_window_s, now=now)
-    node, _, epoch = await store.leader()
+    summary = await store.fleet_summary(limits.offline_after_s, now=now)
+    storms = await store.restart_storms(limits, shard_count, now=now)
+    leadership = await store.leader()
     restart_counts = await store.restart_counts()
     alert_counts = await store.alert_counts()
     m = _Metrics()
@@ -97,13 +98,13 @@ async def render_metrics(store: Store, offline_after_s: float, restart_window_s:
     )  # fmt: skip
     m.family(
         "shardmon_restart_storm_restarts", "gauge",
-        f"Restarts of the shard within the storm window ({restart_window_s:g} s).",
-        [({"shard": str(s)}, float(n)) for s, n in sorted(fleet.restarts_in_window.items())],
+        f"Restarts of the shard within the storm window ({storms.window_s:g} s).",
+        [({"shard": str(s)}, float(n)) for s, n in sorted(storms.restarts.items())],
     )  # fmt: skip
     m.family("shardmon_leader_epoch", "gauge", "Fencing epoch of the current leadership.",
-             [({}, float(epoch))])  # fmt: skip
+             [({}, float(leadership.epoch))])  # fmt: skip
     m.family("shardmon_leader_info", "gauge", "1 for the node that leads now.",
-             [({"node": node}, 1.0)] if node else [])  # fmt: skip
+             [({"node": leadership.node}, 1.0)] if leadership.node else [])  # fmt: skip
     m.family(
         "shardmon_alerts_total", "counter", "Alerts delivered, by rule and kind.",
         [({"rule": r, "kind": k}, float(n)) for (r, k), n in sorted(alert_counts.items())],
@@ -119,14 +120,14 @@ async def render_metrics(store: Store, offline_after_s: float, restart_window_s:
 
 
 def make_app(
-    client: aioredis.Redis, keys: Keys, offline_after_s: float, restart_window_s: float
+    client: aioredis.Redis, keys: Keys, limits: Limits, shard_count: int
 ) -> web.Application:
     """An aiohttp app serving `/metrics`; a Redis outage answers 503 with the reason."""
 
     async def metrics(request: web.Request) -> web.Response:
         store = Store(client, keys)  # a store per scrape: its skipped counts are this scrape's
         try:
-            text = await render_metrics(store, offline_after_s, restart_window_s)
+            text = await render_metrics(store, limits, shard_count)
         except REDIS_FAILURES as exc:
             failure = classify(exc)
             said = (

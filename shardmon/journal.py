@@ -7,12 +7,15 @@ take an exclusive `flock`, so lines never interleave.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import gzip
 import os
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+
+from shardmon.models import MalformedData, RestartEvent, parse_event
 
 __all__ = ["Journal"]
 
@@ -97,3 +100,11 @@ class Journal:
         except FileNotFoundError:
             return []
         return list(reversed(newest))
+
+    def recent_events(self, limit: int) -> list[RestartEvent]:
+        """The newest `limit` lines that are restart events, newest first (others skipped)."""
+        events = []
+        for line in self.tail(limit):
+            with contextlib.suppress(MalformedData):
+                events.append(parse_event(line))
+        return events

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from shardmon.alerts import Alerter
 from shardmon.failures import REDIS_FAILURES, classify
 from shardmon.leader import LeaderElection
-from shardmon.rules import DEFAULT_RULES, AlertText, Finding, FleetView, Rule, Thresholds
+from shardmon.rules import DEFAULT_RULES, AlertText, Finding, FleetView, Limits, Rule
 from shardmon.stats import FleetSummary, summarize_fleet
 from shardmon.store import Store
 
@@ -39,8 +39,8 @@ class FleetJudge:
         store: the deployment's store (reads the fleet in one round trip a tick).
         election: tells whether this node leads, and the epoch to fence alerts with.
         alerter: claims and sends alerts.
-        thresholds: the settings' thresholds (runtime overrides are read each tick).
-        interval_s: seconds between ticks (the sample interval).
+        limits: the settings' values of the rules (runtime overrides are read each tick).
+        interval_s: seconds between ticks (the sample interval of `limits` by default).
         rules: what to judge (`DEFAULT_RULES`: memory, CPU, restart storm, offline, identify).
         shard_count: the fleet's size; heartbeats of shard ids beyond it are ignored.
     """
@@ -50,16 +50,16 @@ class FleetJudge:
         store: Store,
         election: LeaderElection,
         alerter: Alerter,
-        thresholds: Thresholds,
-        interval_s: float,
+        limits: Limits,
+        interval_s: float | None = None,
         rules: Sequence[Rule] = DEFAULT_RULES,
         shard_count: int | None = None,
     ) -> None:
         self.store = store
         self.election = election
         self.alerter = alerter
-        self.thresholds = thresholds
-        self.interval_s = interval_s
+        self.limits = limits
+        self.interval_s = limits.interval_s if interval_s is None else interval_s
         self.rules = list(rules)
         self.shard_count = shard_count
         self.ticks = 0
@@ -70,13 +70,14 @@ class FleetJudge:
         epoch = self.election.epoch
         if epoch is None or not self.election.is_leader:
             return False
-        fleet, overrides, active = await self.store.fleet_view(self.thresholds.restart_window_s)
-        limits = replace(self.thresholds, overrides=overrides)
+        view = await self.store.leader_view(self.limits.restart_window_s, self.shard_count or 0)
+        fleet = view.fleet
+        limits = replace(self.limits, overrides=view.overrides)
         # The rules and the fleet figures cost CPU in proportion to the shard count (tens of
         # ms at 5,000 shards): a worker thread keeps the bot's event loop free meanwhile.
-        verdict = await asyncio.to_thread(self._judge, fleet, limits, active)
+        verdict = await asyncio.to_thread(self._judge, fleet, limits, view.active)
         for rule, findings in verdict.alerts:
-            await self.alerter.alert(rule, findings, verdict.fleet, epoch)
+            await self.alerter.alert(rule, findings, verdict.fleet, limits, epoch)
         for rule_name, shard, text in verdict.resolutions:
             await self.alerter.resolve(rule_name, shard, text, epoch)
         await self._roll_up_hours(fleet.now)
@@ -87,7 +88,7 @@ class FleetJudge:
         self.ticks += 1
         return True
 
-    def _judge(self, fleet: FleetView, limits: Thresholds, active: Sequence[str]) -> _Verdict:
+    def _judge(self, fleet: FleetView, limits: Limits, active: Sequence[str]) -> _Verdict:
         """What to alert, what to resolve, and the fleet's figures (pure: runs in a thread)."""
         if self.shard_count is not None:  # shards of a smaller, resharded fleet are not offline
             count = self.shard_count

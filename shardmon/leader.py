@@ -15,11 +15,8 @@ import random
 import time
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
-
 from shardmon.failures import REDIS_FAILURES, classify
-from shardmon.keys import Keys
-from shardmon.store import lua
+from shardmon.store import Store
 
 __all__ = ["LeaderElection", "LeaseTiming"]
 
@@ -51,25 +48,18 @@ class LeaderElection:
     """Campaigns for `leader` and keeps it while this node is alive.
 
     Args:
-        client: asyncio Redis client.
-        keys: the deployment's keys.
+        store: the deployment's store (its leadership scripts).
         node: this process's id (`host:pid`), the value of `leader` while it leads.
         timing: the lease and what follows from it (default lease 15 s).
     """
 
-    def __init__(
-        self, client: aioredis.Redis, keys: Keys, node: str, timing: LeaseTiming | None = None
-    ) -> None:
-        self.client = client
-        self.keys = keys
+    def __init__(self, store: Store, node: str, timing: LeaseTiming | None = None) -> None:
+        self.store = store
         self.node = node
         self.timing = timing or LeaseTiming()
         #: The fencing epoch of the current leadership, None while following.
         self.epoch: int | None = None
         self._renewed_at = 0.0  # monotonic time of the last successful acquire or renewal
-        self._acquire = client.register_script(lua("acquire_leader"))
-        self._renew = client.register_script(lua("renew_leader"))
-        self._release = client.register_script(lua("release_leader"))
 
     @property
     def is_leader(self) -> bool:
@@ -86,14 +76,12 @@ class LeaderElection:
         try:
             async with asyncio.timeout(self.timing.call_timeout_s):
                 if self.epoch is None:
-                    epoch = await self._acquire(
-                        keys=[self.keys.leader, self.keys.leader_epoch], args=[self.node, lease_ms]
-                    )
+                    epoch = await self.store.acquire_leadership(self.node, lease_ms)
                     if epoch is not None:
-                        self.epoch = int(epoch)
+                        self.epoch = epoch
                         self._renewed_at = asked_at
                         log.info("%s leads, epoch %d", self.node, self.epoch)
-                elif await self._renew(keys=[self.keys.leader], args=[self.node, lease_ms]):
+                elif await self.store.renew_leadership(self.node, lease_ms):
                     self._renewed_at = asked_at
                 else:
                     log.warning("%s lost the lease (epoch %s)", self.node, self.epoch)
@@ -123,7 +111,7 @@ class LeaderElection:
         self.epoch = None
         try:
             async with asyncio.timeout(self.timing.call_timeout_s):
-                await self._release(keys=[self.keys.leader], args=[self.node])
+                await self.store.release_leadership(self.node)
             log.info("%s released the lease", self.node)
         except REDIS_FAILURES as exc:
             log.warning("could not release the lease (%s); it expires by itself", classify(exc))

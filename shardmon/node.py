@@ -14,7 +14,7 @@ import signal
 import sys
 
 from shardmon.connection import create_redis
-from shardmon.monitor import GatewayProvider, SystemMonitor
+from shardmon.monitor import GatewayProvider, build_monitor
 from shardmon.settings import SettingsError, load_settings
 
 __all__ = ["main", "run_node"]
@@ -26,7 +26,7 @@ async def run_node(gateway: GatewayProvider | None = None) -> None:
     """Run one monitor until SIGTERM/SIGINT (`gateway`: the shards' figures, if known)."""
     settings = load_settings()
     client = create_redis(settings.redis_target())
-    monitor = SystemMonitor(
+    monitor = build_monitor(
         settings.monitor_config(), client, gateway=gateway, sinks=settings.alert_sinks()
     )
     stopping = asyncio.Event()

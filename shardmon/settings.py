@@ -1,22 +1,32 @@
 """shardmon's only configuration source: `SHARDMON_*` environment variables and a `.env` file.
 
 The library core never reads settings; the edges (the seed API, the CLI, the cog, the reference
-bot) build a `Settings` once and hand plain values to the core through `monitor_config()`.
+bot) build a `Settings` once and hand plain values to the core through `monitor_config()`. The
+rules' settings (`SHARDMON_MEMORY_CRITICAL`, `SHARDMON_RESTART_WINDOW_S`, ...) are not written
+here: each rule's `Limit` declares its name, default and bounds, and becomes a field.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from redis.connection import parse_url
 
+from shardmon.config import MonitorConfig
 from shardmon.connection import RedisTarget
 from shardmon.keys import DEPLOYMENT_PATTERN, DEPLOYMENT_RULE
-from shardmon.monitor import MonitorConfig
+from shardmon.rules import DEFAULT_RULES, Limit, Limits, rule_limits
 from shardmon.sinks import LogSink, Sink
 
 __all__ = ["DEFAULT_REDIS_URL", "Settings", "SettingsError", "load_settings"]
@@ -29,8 +39,9 @@ class SettingsError(ValueError):
     """Invalid settings, with every offending `SHARDMON_*` variable named in the message."""
 
 
-class Settings(BaseSettings):
-    """Every shardmon setting; each is read from `SHARDMON_<NAME>` or from `.env`."""
+class _Settings(BaseSettings):
+    """Every shardmon setting; each is read from `SHARDMON_<NAME>` or from `.env`. The rules'
+    own settings are added to these fields from `DEFAULT_RULES` (see `Settings` below)."""
 
     model_config = SettingsConfigDict(
         env_prefix="SHARDMON_", env_file=".env", extra="ignore", validate_default=True
@@ -60,12 +71,7 @@ class Settings(BaseSettings):
     sample_interval_s: float = Field(default=60, ge=0.1, le=3600)
     history_size: int = Field(default=1000, ge=10, le=100_000)
     sample_buffer_size: int = Field(default=1000, ge=1, le=1_000_000)
-    memory_critical: Percent = 85
-    cpu_critical: Percent = 85
-    warn_level: Percent = 70
-    restart_alert_threshold: int = Field(default=3, ge=1, le=10_000)
-    restart_window_s: int = Field(default=3600, ge=60, le=7 * 86400)
-    identify_alert_threshold: int = Field(default=25, ge=1, le=1000)
+    warn_level: Percent = Field(default=70, description="below this percent a figure is 🟢")
     alert_dedupe_s: int = Field(default=300, ge=1, le=86400)
     leader_lease_s: float = Field(default=15, ge=1, le=600)
     leader_eligible: bool = Field(default=True, description="False: this process never leads")
@@ -162,9 +168,10 @@ class Settings(BaseSettings):
         bad = [i for i in self.shard_ids if not 0 <= i < self.shard_count]
         if bad:
             raise ValueError(f"shard_ids: {bad} outside 0..{self.shard_count - 1} (shard_count)")
-        low = min(self.memory_critical, self.cpu_critical)
-        if self.warn_level >= low:
-            raise ValueError(f"warn_level: {self.warn_level} must be below the critical {low}")
+        percents = {limit.setting: self.rule_setting(limit) for limit in _percent_limits()}
+        for name, critical in percents.items():
+            if self.warn_level >= critical:
+                raise ValueError(f"warn_level: {self.warn_level} must be below {name} {critical:g}")
         if self.redis_mode == "sentinel" and not self.redis_sentinels:
             raise ValueError("redis_sentinels: sentinel mode needs host:port of the sentinels")
         if self.redis_mode == "cluster" and self.redis_url is None:
@@ -202,10 +209,19 @@ class Settings(BaseSettings):
         """The log, plus the webhook when one is set."""
         sinks: list[Sink] = [LogSink()]
         if self.alert_webhook_url is not None:
-            from shardmon.discord_sinks import WebhookSink  # only Discord users pay the import
+            from shardmon.discordpy.sinks import WebhookSink  # only Discord users pay the import
 
             sinks.append(WebhookSink(self.alert_webhook_url.get_secret_value()))
         return sinks
+
+    def rule_setting(self, limit: Limit) -> float:
+        """The value of one of the rules' settings (a field made from its `Limit`)."""
+        return float(getattr(self, str(limit.setting)))
+
+    @property
+    def limits(self) -> Limits:
+        """What the rules judge by, before the runtime overrides."""
+        return self.monitor_config().limits
 
     def monitor_config(self) -> MonitorConfig:
         """The plain values the library core takes."""
@@ -219,17 +235,39 @@ class Settings(BaseSettings):
             sample_interval_s=self.sample_interval_s,
             history_size=self.history_size,
             sample_buffer_size=self.sample_buffer_size,
-            memory_critical=self.memory_critical,
-            cpu_critical=self.cpu_critical,
-            restart_alert_threshold=self.restart_alert_threshold,
-            restart_window_s=self.restart_window_s,
-            identify_alert_threshold=self.identify_alert_threshold,
+            rule_settings={
+                str(limit.setting): self.rule_setting(limit) for limit in rule_limits(DEFAULT_RULES)
+            },
             journal_path=self.journal_path,
             leader_eligible=self.leader_eligible,
             leader_lease_s=self.leader_lease_s,
             alert_dedupe_s=self.alert_dedupe_s,
             health_port=self.health_port,
         )
+
+
+def _percent_limits() -> list[Limit]:
+    return [limit for limit in rule_limits(DEFAULT_RULES) if limit.unit == "percent"]
+
+
+def _rule_field(limit: Limit) -> tuple[Any, Any]:
+    """The pydantic field of one of the rules' settings: its type, default and bounds."""
+    kind = int if limit.whole else float
+    return kind, Field(
+        default=kind(limit.default), ge=limit.low, le=limit.high, description=limit.unit
+    )
+
+
+if TYPE_CHECKING:
+    Settings = _Settings
+else:
+    Settings = create_model(
+        "Settings",
+        __base__=_Settings,
+        __module__=__name__,
+        __doc__=_Settings.__doc__,
+        **{str(limit.setting): _rule_field(limit) for limit in rule_limits(DEFAULT_RULES)},
+    )
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -2,7 +2,8 @@
 
 A sink's `send` raises on failure; `deliver` retries each sink with backoff, bounds every
 attempt in time, and runs the sinks side by side, so a slow or broken one delays nobody.
-Discord sinks (webhook, channel) live in `shardmon.discord_sinks`, the core's only Discord part.
+The Discord sinks (webhook, channel) live with the other Discord-facing parts, in
+`shardmon.discordpy.sinks`.
 """
 
 from __future__ import annotations

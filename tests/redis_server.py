@@ -13,8 +13,8 @@ import redis
 from helpers import wait_for
 
 from shardmon.connection import RedisTarget
-from shardmon.embedded import free_port
-from shardmon.fleet import die_with_parent
+from shardmon.demo.embedded import free_port
+from shardmon.demo.fleet import die_with_parent
 
 
 class RedisServer:

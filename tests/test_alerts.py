@@ -15,15 +15,15 @@ import redis.asyncio as aioredis
 from conftest import ALL_TOPOLOGIES
 from helpers import sample
 
-from shardmon import store as store_module
 from shardmon.alerts import Alerter
 from shardmon.judge import FleetJudge
 from shardmon.keys import Keys
 from shardmon.leader import LeaderElection, LeaseTiming
-from shardmon.rules import Thresholds
+from shardmon.rules import Limits
 from shardmon.sinks import Alert, DeliveryPolicy, LogSink
 from shardmon.stats import Spread
 from shardmon.store import Store, lua
+from shardmon.store import _base as store_base
 
 QUICK = DeliveryPolicy(attempts=2, backoff_s=0.01, attempt_timeout_s=1)
 
@@ -55,9 +55,10 @@ Node = tuple[LeaderElection, Alerter, FleetJudge]
 def make_node(client: aioredis.Redis, keys: Keys) -> Callable[..., Node]:
     def make(name: str, sink: RecordingSink, dedupe_s: int = 300, memory: float = 85) -> Node:
         store = Store(client, keys)
-        election = LeaderElection(client, keys, name, LeaseTiming(15))
-        alerter = Alerter(client, keys, name, [sink, LogSink()], dedupe_s=dedupe_s, policy=QUICK)
-        judge = FleetJudge(store, election, alerter, Thresholds(memory=memory), interval_s=0.1)
+        election = LeaderElection(store, name, LeaseTiming(15))
+        alerter = Alerter(store, name, [sink, LogSink()], dedupe_s=dedupe_s, policy=QUICK)
+        limits = Limits({"memory_critical": memory})
+        judge = FleetJudge(store, election, alerter, limits, interval_s=0.1)
         return election, alerter, judge
 
     return make
@@ -244,7 +245,7 @@ async def test_the_leader_parses_and_judges_the_fleet_off_the_event_loop(
     election, _, judge = make_node("a:1", RecordingSink())
     await _push(client, keys, {0: 95, 1: 40})
     threads: dict[str, set[str]] = {"parse": set(), "judge": set()}
-    parse, judge_fleet = store_module.parse_sample, judge._judge
+    parse, judge_fleet = store_base.parse_sample, judge._judge
 
     def parse_sample(raw: str | bytes) -> Any:
         threads["parse"].add(threading.current_thread().name)
@@ -254,7 +255,7 @@ async def test_the_leader_parses_and_judges_the_fleet_off_the_event_loop(
         threads["judge"].add(threading.current_thread().name)
         return judge_fleet(*args)
 
-    monkeypatch.setattr(store_module, "parse_sample", parse_sample)
+    monkeypatch.setattr(store_base, "parse_sample", parse_sample)
     monkeypatch.setattr(judge, "_judge", judged)
     assert await election.campaign_once() and await judge.tick()
     loop_thread = threading.current_thread().name

@@ -76,7 +76,7 @@ async def test_with_redis_down_the_crash_is_journaled_then_replayed_once(
     settings = load_settings()
     client = create_redis(own_redis.url)
     for _ in range(2):  # two monitors start: the event still lands once
-        monitor = shardmon.SystemMonitor(settings.monitor_config(), client)
+        monitor = shardmon.build_monitor(settings.monitor_config(), client)
         await monitor.start()
         await monitor.stop()
     assert await client.zrange(Keys("acme").restarts, 0, -1) == journal

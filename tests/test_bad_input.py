@@ -19,12 +19,12 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cogs.shardmon._embeds import DESCRIPTION_LIMIT, restarts_embed
 from shardmon.cli import main
 from shardmon.connection import create_redis
+from shardmon.discordpy.embeds import DESCRIPTION_LIMIT, restarts_embed
 from shardmon.keys import Keys
 from shardmon.models import MalformedData, RestartType, crash_metadata, new_event
-from shardmon.monitor import GatewayStats, MonitorConfig, SystemMonitor
+from shardmon.monitor import GatewayStats, MonitorConfig, build_monitor
 from shardmon.render import defuse_mentions, format_uptime, sparkline
 from shardmon.settings import Settings, SettingsError, load_settings
 from shardmon.stats import parse_fleet_fields
@@ -41,9 +41,9 @@ async def _fleet(redis_url: str, tmp_path: Path) -> None:
     """Two shards sampled, restarts logged (one a crash loop), one leader tick: every key."""
     client = create_redis(redis_url)
     config = MonitorConfig(deployment=DEPLOYMENT, shard_ids=(0, 1), shard_count=2,
-                           journal_path=tmp_path / "j.log", memory_critical=1,
-                           cpu_critical=1)  # fmt: skip
-    monitor = SystemMonitor(config, client, gateway=lambda s: GatewayStats(40.0, 10, 100))
+                           journal_path=tmp_path / "j.log",
+                           rule_settings={"memory_critical": 1, "cpu_critical": 1})  # fmt: skip
+    monitor = build_monitor(config, client, gateway=lambda s: GatewayStats(40.0, 10, 100))
     await monitor.sample_once()
     for kind in ("startup", "crash", "crash", "crash"):
         await monitor.log_restart(kind, {"error": "boom"})
@@ -135,11 +135,11 @@ async def test_the_leader_and_the_sampler_outlive_a_key_of_the_wrong_type(
             await client.delete(key)
             await client.set(key, "written by hand")
     await client.delete(KEYS.leader)
-    monitor = SystemMonitor(config, client)
+    monitor = build_monitor(config, client)
     with caplog.at_level(logging.INFO):
         await monitor.start()
         await asyncio.sleep(1.0)  # twenty sampling ticks; the election and some judging
-        alive = monitor.running and all(not t.done() for t in monitor._leader_tasks)
+        alive = monitor.running and {"shardmon-election", "shardmon-judge"} <= monitor.loops
         led = monitor.election.is_leader
         await monitor.stop()
     await client.aclose()
@@ -161,7 +161,7 @@ def test_a_deployment_name_that_would_break_the_keys_is_refused_at_start(
     with pytest.raises(ValueError, match="deployment"):  # the library refuses it too
         Keys(name)
     with pytest.raises(ValueError, match="deployment"):
-        SystemMonitor(MonitorConfig(deployment=name), create_redis("redis://127.0.0.1:1/0"))
+        build_monitor(MonitorConfig(deployment=name), create_redis("redis://127.0.0.1:1/0"))
 
 
 @given(st.text(max_size=80))
@@ -275,4 +275,4 @@ def test_every_invalid_setting_fails_at_start_naming_it(monkeypatch: pytest.Monk
 def test_a_monitor_config_with_a_bad_deployment_fails_before_any_redis_call() -> None:
     config = dataclasses.replace(MonitorConfig(), deployment="a:b")
     with pytest.raises(ValueError, match="'a:b'"):
-        SystemMonitor(config, create_redis("redis://127.0.0.1:1/0"))
+        build_monitor(config, create_redis("redis://127.0.0.1:1/0"))

@@ -13,7 +13,7 @@ import redis
 from shardmon.cli import main
 from shardmon.connection import create_redis
 from shardmon.keys import Keys
-from shardmon.monitor import GatewayStats, SystemMonitor
+from shardmon.monitor import GatewayStats, build_monitor
 from shardmon.settings import load_settings
 from shardmon.store import Store
 
@@ -25,7 +25,7 @@ async def _write_fleet(redis_url: str, tmp_path: Path) -> None:
         config = dataclasses.replace(
             base, shard_ids=(shard,), node=f"host:{shard}", journal_path=tmp_path / f"{shard}.log"
         )
-        monitor = SystemMonitor(
+        monitor = build_monitor(
             config, client, gateway=lambda s: GatewayStats(50.0, 10 * (s + 1), 100)
         )
         await monitor.sample_once()

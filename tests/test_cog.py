@@ -20,11 +20,11 @@ from discord.ext import commands
 from discord_standins import LocalDiscord, RecordedInteraction, self_signed
 
 from cogs.shardmon import ShardmonCog
-from cogs.shardmon._channel_sink import ChannelSink
 from shardmon import api
 from shardmon.connection import create_redis
+from shardmon.discordpy.sinks import ChannelSink
 from shardmon.keys import Keys
-from shardmon.monitor import GatewayStats, SystemMonitor
+from shardmon.monitor import GatewayStats, build_monitor
 from shardmon.settings import Settings, load_settings
 from shardmon.sinks import Alert
 from shardmon.store import Store
@@ -65,7 +65,7 @@ async def _fleet(settings: Settings, client: aioredis.Redis, tmp_path: Path) -> 
         )
         gateway = {s: GatewayStats(latency_ms=40.0 + s, guilds=100 * (s + 1), users=1000 * (s + 1))
                    for s in shards}  # fmt: skip
-        monitor = SystemMonitor(config, client, gateway=gateway.__getitem__)
+        monitor = build_monitor(config, client, gateway=gateway.__getitem__)
         for _ in range(3):
             await monitor.sample_once()
         await monitor.log_restart("startup")
@@ -280,7 +280,7 @@ async def test_the_leader_posts_a_crash_alert_to_the_channel_without_pinging(
         await bot.login("a-token-that-only-the-local-stand-in-sees")
         store = Store(client, Keys(settings.deployment))
         await store.record_alert_channels({900: 555000000000000001, 100: 555000000000000002})
-        sink = ChannelSink(bot, store, channel_id=None, guild_ids=[])
+        sink = ChannelSink(bot, None, store.alert_channel)
         alert = Alert(id="a" * 32, kind="alert", rule="restart_storm", shards=(3,),
                       title="🚨 Restart Storm Detected", body="last error: boom @everyone <@&1>",
                       epoch=1, node="h:1", ts=time.time())  # fmt: skip

@@ -13,8 +13,9 @@ import redis
 
 from shardmon.cli import main
 from shardmon.connection import create_redis
-from shardmon.embedded import embedded_redis
+from shardmon.demo.embedded import embedded_redis
 from shardmon.keys import Keys
+from shardmon.rules import Limits
 from shardmon.store import Store
 
 SCENARIO = [
@@ -70,16 +71,27 @@ def test_demo_falls_back_to_fakeredis_without_redis_server(tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("prefer_server", [True, False], ids=["redis-server", "fakeredis"])
-def test_embedded_redis_runs_the_store_scripts(prefer_server: bool) -> None:
+def test_embedded_redis_runs_every_store_script(prefer_server: bool) -> None:
     from helpers import event, sample
 
     async def exercise(url: str) -> None:
         client = create_redis(url)
         store = Store(client, Keys("embedded"))
-        assert await store.push_samples([(sample(0), 1), (sample(1), 2)]) == 2
+        assert (await store.push_samples([(sample(0), 1), (sample(1), 2)])).applied == 2
         assert await store.record_restart(event("crash", shards=(1,)))
         assert (await store.fleet_performance()).samples == 2
-        assert await store.restart_storm_count(1) == 1
+        assert (await store.restart_storms(Limits(), shard_count=2)).restarts == {1: 1}
+        await store.record_gateway_event(0, "identify")
+        assert (await store.leader_view(3600, shard_count=2)).fleet.identifies_24h == {0: 1}
+        assert await store.acquire_leadership("n:1", 5000) == 1
+        assert await store.renew_leadership("n:1", 5000)
+        assert await store.claim_alerts("memory", [0], "n:1", 60, "1:a") == [1]
+        await store.owe_resolutions("memory", [0], {"since": 1.0})
+        assert await store.claim_resolution("memory", 0, "n:1", "1:b")
+        await store.record_alert({"id": "a", "ts": 1.0}, "memory:alert")
+        assert await store.alert_counts() == {("memory", "alert"): 1}
+        await store.release_leadership("n:1")
+        assert (await store.leader()).node is None
         await client.aclose()
 
     with embedded_redis(prefer_server) as embedded:

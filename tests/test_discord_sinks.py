@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from discord_standins import LocalDiscord, self_signed
 
-from shardmon.discord_sinks import DISCORD_MESSAGE_LIMIT, WebhookSink
+from shardmon.discordpy.sinks import DISCORD_MESSAGE_LIMIT, WebhookSink
 from shardmon.sinks import Alert, DeliveryPolicy, deliver
 
 TOKEN = "t" * 68

@@ -18,13 +18,14 @@ from redis_server import RedisServer, free_port
 from shardmon.connection import create_redis
 from shardmon.exporter import make_app
 from shardmon.keys import Keys
-from shardmon.monitor import GatewayStats, MonitorConfig, SystemMonitor
+from shardmon.monitor import GatewayStats, MonitorConfig, build_monitor
+from shardmon.rules import Limits
 from shardmon.store import Store
 
 
 async def _fleet(config: MonitorConfig, client: aioredis.Redis, tmp_path: Path) -> None:
     for shard in (0, 1):
-        monitor = SystemMonitor(
+        monitor = build_monitor(
             dataclasses.replace(config, shard_ids=(shard,), node=f"h:{shard}",
                                 journal_path=tmp_path / f"{shard}.log"),
             client, gateway=lambda s: GatewayStats(42.0, 7, 70),
@@ -39,7 +40,7 @@ async def _fleet(config: MonitorConfig, client: aioredis.Redis, tmp_path: Path) 
 
 
 async def _scrape(store: Store) -> tuple[int, str, str]:
-    app = make_app(store.client, store.keys, offline_after_s=180, restart_window_s=3600)
+    app = make_app(store.client, store.keys, Limits(), shard_count=4)
     async with TestClient(TestServer(app)) as http:
         response = await http.get("/metrics")
         return response.status, response.headers["Content-Type"], await response.text()
@@ -88,7 +89,7 @@ async def test_healthz_follows_the_sampling_loop_and_redis(
 ) -> None:
     port = free_port()
     client = create_redis(own_redis.url, timeout_s=0.3)
-    monitor = SystemMonitor(
+    monitor = build_monitor(
         dataclasses.replace(config, health_port=port, sample_interval_s=0.2, leader_eligible=False),
         client,
     )

@@ -23,9 +23,9 @@ from helpers import wait_for
 from redis_server import RedisServer
 
 from shardmon.connection import create_redis
-from shardmon.fleet import LocalFleet
+from shardmon.demo.fleet import LocalFleet
 from shardmon.keys import Keys
-from shardmon.monitor import MonitorConfig, SystemMonitor
+from shardmon.monitor import MonitorConfig, build_monitor
 
 KEYS = Keys("faults")
 SHARDS = 3
@@ -196,7 +196,7 @@ async def test_a_connection_cut_mid_write_applies_each_write_once(
     proxy = CuttingProxy(redis_server.port)
     port = await proxy.start()
     client = create_redis(f"redis://127.0.0.1:{port}/0", timeout_s=2)  # 1 retry: a resend
-    monitor = SystemMonitor(dataclasses.replace(config, leader_eligible=False), client)
+    monitor = build_monitor(dataclasses.replace(config, leader_eligible=False), client)
     keys = Keys(config.deployment)
     try:
         await monitor.start(sample=False)
@@ -210,7 +210,9 @@ async def test_a_connection_cut_mid_write_applies_each_write_once(
                 else:
                     await monitor.sample_once()
                 assert not proxy.armed, "the write's reply was not cut"
-                assert monitor.redis_available and not monitor.pending  # the resend did it
+                assert (
+                    monitor.sampler.redis_available and not monitor.sampler.pending
+                )  # the resend did it
         samples = await client.llen(keys.samples(0))
         events = await client.zrange(keys.restarts, 0, -1)
         rollups = [await client.hgetall(k) for k in await client.keys(keys.rollup_minute_pattern)]

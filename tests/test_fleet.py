@@ -12,7 +12,7 @@ from pathlib import Path
 import redis
 from helpers import wait_for
 
-from shardmon.fleet import LocalFleet
+from shardmon.demo.fleet import LocalFleet
 from shardmon.keys import Keys
 from shardmon.leader import LeaseTiming
 

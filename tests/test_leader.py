@@ -9,6 +9,7 @@ from redis_server import RedisServer
 from shardmon.connection import create_redis
 from shardmon.keys import Keys
 from shardmon.leader import LeaderElection, LeaseTiming
+from shardmon.store import Store
 
 
 def test_timing_scales_with_the_lease() -> None:
@@ -22,8 +23,8 @@ def test_timing_scales_with_the_lease() -> None:
 async def test_one_leader_with_a_new_epoch_per_leadership(
     client: aioredis.Redis, keys: Keys
 ) -> None:
-    a = LeaderElection(client, keys, "a:1", LeaseTiming(15))
-    b = LeaderElection(client, keys, "b:2", LeaseTiming(15))
+    a = LeaderElection(Store(client, keys), "a:1", LeaseTiming(15))
+    b = LeaderElection(Store(client, keys), "b:2", LeaseTiming(15))
     assert await a.campaign_once() and a.epoch == 1
     assert not await b.campaign_once() and b.epoch is None
     assert await a.campaign_once() and a.epoch == 1  # a renewal keeps the epoch
@@ -40,7 +41,7 @@ async def test_one_leader_with_a_new_epoch_per_leadership(
 async def test_a_lost_lease_is_noticed_at_the_next_renewal(
     client: aioredis.Redis, keys: Keys
 ) -> None:
-    a = LeaderElection(client, keys, "a:1", LeaseTiming(15))
+    a = LeaderElection(Store(client, keys), "a:1", LeaseTiming(15))
     assert await a.campaign_once()
     await client.set(keys.leader, "usurper:9")  # e.g. a's lease expired while it was paused
     assert not await a.campaign_once()
@@ -49,7 +50,7 @@ async def test_a_lost_lease_is_noticed_at_the_next_renewal(
 
 async def test_a_leader_cut_off_from_redis_stands_down(own_redis: RedisServer, keys: Keys) -> None:
     client = create_redis(own_redis.url)
-    election = LeaderElection(client, keys, "a:1", LeaseTiming(1.5))
+    election = LeaderElection(Store(client, keys), "a:1", LeaseTiming(1.5))
     assert await election.campaign_once()
     own_redis.freeze()
     try:
@@ -63,7 +64,7 @@ async def test_a_leader_cut_off_from_redis_stands_down(own_redis: RedisServer, k
 
 
 async def test_run_campaigns_until_stopped(client: aioredis.Redis, keys: Keys) -> None:
-    election = LeaderElection(client, keys, "a:1", LeaseTiming(1.5))
+    election = LeaderElection(Store(client, keys), "a:1", LeaseTiming(1.5))
     stopping = asyncio.Event()
     task = asyncio.create_task(election.run(stopping))
     await asyncio.sleep(0.5)  # two renew periods and more

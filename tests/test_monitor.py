@@ -14,7 +14,7 @@ from shardmon.collector import Collector
 from shardmon.connection import create_redis
 from shardmon.keys import Keys
 from shardmon.models import ProcessMetrics
-from shardmon.monitor import GatewayStats, MonitorConfig, SystemMonitor
+from shardmon.monitor import GatewayStats, MonitorConfig, SystemMonitor, build_monitor
 
 
 def _gateway(shard: int) -> GatewayStats:
@@ -24,7 +24,7 @@ def _gateway(shard: int) -> GatewayStats:
 async def test_loop_samples_every_shard_and_stops_cleanly(
     config: MonitorConfig, client: aioredis.Redis, keys: Keys
 ) -> None:
-    monitor = SystemMonitor(config, client, gateway=_gateway)
+    monitor = build_monitor(config, client, gateway=_gateway)
     await monitor.start()
     assert monitor.running
 
@@ -47,7 +47,7 @@ async def test_loop_samples_every_shard_and_stops_cleanly(
 async def test_monitor_uptime_has_the_seed_fields(
     config: MonitorConfig, client: aioredis.Redis
 ) -> None:
-    monitor = SystemMonitor(config, client, gateway=_gateway)
+    monitor = build_monitor(config, client, gateway=_gateway)
     uptime = await monitor.monitor_uptime()
     for name in ("uptime_seconds", "uptime_formatted", "memory_usage", "cpu_usage", "disk_usage"):
         assert name in uptime
@@ -57,7 +57,7 @@ async def test_monitor_uptime_has_the_seed_fields(
 
 
 async def test_metrics_history_is_capped(config: MonitorConfig, client: aioredis.Redis) -> None:
-    monitor = SystemMonitor(dataclasses.replace(config, history_size=10), client)
+    monitor = build_monitor(dataclasses.replace(config, history_size=10), client)
     for _ in range(15):
         await monitor.sample_once()
     assert len(monitor.metrics_history) == 10
@@ -66,13 +66,13 @@ async def test_metrics_history_is_capped(config: MonitorConfig, client: aioredis
 async def test_restart_history_and_log_restart(
     config: MonitorConfig, client: aioredis.Redis
 ) -> None:
-    monitor = SystemMonitor(config, client)
+    monitor = build_monitor(config, client)
     first = await monitor.log_restart("startup")
     second = await monitor.log_restart("deployment", {"changelog": "x"}, version="2.0.1")
     history = await monitor.get_restart_history(limit=5)
     assert [h["id"] for h in history] == [second.id, first.id]
     assert history[0]["version"] == "2.0.1" and history[0]["shards"] == [0, 1]
-    assert len(monitor.journal.lines()) == 2
+    assert len(monitor.sampler.journal.lines()) == 2
 
 
 @pytest.mark.parametrize("persistent", [False, True], ids=["no-persistence", "appendonly"])
@@ -88,7 +88,7 @@ async def test_redis_killed_and_restarted_loses_and_doubles_nothing(
     client = create_redis(own_redis.url, timeout_s=0.5)
     keys = Keys(config.deployment)
     # A buffer of 20 samples is 10 ticks of 2 shards; the loop ticks once, at start.
-    monitor = SystemMonitor(dataclasses.replace(config, sample_interval_s=3600), client)
+    monitor = build_monitor(dataclasses.replace(config, sample_interval_s=3600), client)
     await monitor.start()
     logged = [await monitor.log_restart("startup")]
 
@@ -102,15 +102,15 @@ async def test_redis_killed_and_restarted_loses_and_doubles_nothing(
         logged.append(await monitor.log_restart("crash", {"error": "boom"}))
         for _ in range(12):
             await monitor.sample_once()
-    assert not monitor.redis_available
-    assert len(monitor.pending) == 20 and monitor.dropped_samples == 4
+    assert not monitor.sampler.redis_available
+    assert len(monitor.sampler.pending) == 20 and monitor.sampler.dropped_samples == 4
     assert "sample buffer full" in caplog.text and "kept in the journal" in caplog.text
 
     own_redis.start()
     logged.append(await monitor.log_restart("manual"))
     await monitor.sample_once()
     await monitor.stop()
-    assert monitor.redis_available and not monitor.pending
+    assert monitor.sampler.redis_available and not monitor.sampler.pending
 
     members = await client.zrange(keys.restarts, 0, -1)
     print(f"restart events logged {len(logged)}, in Redis {len(members)}")
@@ -119,7 +119,7 @@ async def test_redis_killed_and_restarted_loses_and_doubles_nothing(
     # 12 ticks in the outage and 1 at recovery made 26 samples for a buffer of 20: the 6 oldest
     # were dropped (and counted), the newest 20 (10 a shard) reached Redis, each once. With
     # persistence, so did the tick from before the outage.
-    assert monitor.dropped_samples == 6
+    assert monitor.sampler.dropped_samples == 6
     assert await client.llen(keys.samples(0)) == 10 + (1 if persistent else 0)
     await client.aclose()
 
@@ -129,10 +129,10 @@ async def test_start_with_redis_down_retries_until_it_is_back(
 ) -> None:
     own_redis.kill()
     client = create_redis(own_redis.url, timeout_s=0.3)
-    monitor = SystemMonitor(config, client)
+    monitor = build_monitor(config, client)
     await monitor.start()  # must not raise
     event = await monitor.log_restart("startup")
-    assert not monitor.redis_available
+    assert not monitor.sampler.redis_available
     own_redis.start()
 
     async def recovered() -> bool:
@@ -149,7 +149,7 @@ async def test_history_falls_back_to_the_journal_while_redis_is_down(
     config: MonitorConfig, own_redis: RedisServer
 ) -> None:
     client = create_redis(own_redis.url, timeout_s=0.3)
-    monitor = SystemMonitor(config, client)
+    monitor = build_monitor(config, client)
     event = await monitor.log_restart("crash")
     own_redis.kill()
     history = await monitor.get_restart_history(limit=3)
@@ -161,17 +161,17 @@ async def test_a_key_of_the_wrong_type_is_reported_and_nothing_is_lost(
     config: MonitorConfig, client: aioredis.Redis, keys: Keys, caplog: pytest.LogCaptureFixture
 ) -> None:
     await client.set(keys.latest, "someone wrote a string here")
-    monitor = SystemMonitor(config, client)
+    monitor = build_monitor(config, client)
     with caplog.at_level(logging.ERROR):
         await monitor.sample_once()
         await monitor.sample_once()
     assert caplog.text.count("Redis refused a write") == 1
     assert "WRONGTYPE" in caplog.text
-    assert len(monitor.pending) == 4 and monitor.redis_available
+    assert len(monitor.sampler.pending) == 4 and monitor.sampler.redis_available
 
     await client.delete(keys.latest)
     await monitor.sample_once()
-    assert not monitor.pending
+    assert not monitor.sampler.pending
     assert await client.llen(keys.samples(0)) == 3
 
 
@@ -187,7 +187,7 @@ class _CancellationSwallowingCollector(Collector):
 async def test_stop_ends_the_loop_even_if_a_tick_swallows_the_cancel(
     config: MonitorConfig, client: aioredis.Redis
 ) -> None:
-    monitor = SystemMonitor(config, client, collector=_CancellationSwallowingCollector())
+    monitor = build_monitor(config, client, collector=_CancellationSwallowingCollector())
     await monitor.start()
     await asyncio.sleep(0.02)  # inside the first tick's collect
     await monitor.stop()
@@ -201,14 +201,14 @@ async def test_redis_restarted_empty_between_two_ticks_is_noticed_and_refilled(
     (the first sample of a shard that this process had written before) gives it away."""
     client = create_redis(own_redis.url)
     keys = Keys(config.deployment)
-    monitor = SystemMonitor(config, client)
+    monitor = build_monitor(config, client)
     event = await monitor.log_restart("startup")
     await monitor.sample_once()
     own_redis.restart()  # empty: no persistence
     with caplog.at_level(logging.WARNING):
         await monitor.sample_once()
     assert "Redis has lost shardmon's data" in caplog.text
-    assert monitor.redis_available and not monitor.pending
+    assert monitor.sampler.redis_available and not monitor.sampler.pending
     assert await client.zrange(keys.restarts, 0, -1) == [event.to_json()]
     assert await client.hget(keys.shard_info(0), "node") == config.node
     await client.aclose()

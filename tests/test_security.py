@@ -15,7 +15,7 @@ from redis_server import RedisServer
 from shardmon import cli
 from shardmon.connection import RedisTarget, create_redis
 from shardmon.keys import Keys
-from shardmon.monitor import MonitorConfig, SystemMonitor
+from shardmon.monitor import MonitorConfig, build_monitor
 from shardmon.settings import load_settings
 from shardmon.store import Store
 
@@ -52,11 +52,11 @@ async def _round_trip(url: str | RedisTarget, deployment: str, tmp_path: Path) -
     client = create_redis(url)
     config = MonitorConfig(deployment=deployment, shard_ids=(0, 1), shard_count=2,
                            journal_path=tmp_path / "j.log", sample_interval_s=3600)  # fmt: skip
-    monitor = SystemMonitor(config, client)
+    monitor = build_monitor(config, client)
     await monitor.start(sample=False)
     await monitor.sample_once()
     await monitor.log_restart("manual")
-    assert monitor.redis_available and not monitor.pending
+    assert monitor.sampler.redis_available and not monitor.sampler.pending
     assert await monitor.election.campaign_once() and await monitor.judge.tick()
     store = Store(client, Keys(deployment))
     stats = await store.restart_stats()

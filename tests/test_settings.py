@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from shardmon.rules import MemoryRule
 from shardmon.settings import Settings, SettingsError, load_settings
 
 
@@ -89,5 +90,6 @@ def test_monitor_config_carries_plain_values(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("SHARDMON_MEMORY_CRITICAL", "90")
     config = Settings().monitor_config()
     assert config.shard_ids == (2, 3)
-    assert config.memory_critical == 90
+    assert config.rule_settings["memory_critical"] == 90
+    assert config.limits.threshold(MemoryRule()) == 90
     assert config.node.endswith(f":{__import__('os').getpid()}")

@@ -11,11 +11,12 @@ import redis.asyncio as aioredis
 from conftest import ALL_TOPOLOGIES
 from helpers import event, sample
 
-from shardmon import store as store_module
 from shardmon.connection import RedisTarget, create_sync_redis
 from shardmon.keys import Keys
 from shardmon.models import parse_sample
+from shardmon.rules import Limits
 from shardmon.store import ShardInfo, Store, record_restart_sync
+from shardmon.store import restarts as restart_store
 
 TOPOLOGIES = ALL_TOPOLOGIES  # standalone, Sentinel and Cluster alike
 
@@ -42,9 +43,9 @@ async def test_a_retried_sample_is_applied_once(
     store: Store, client: aioredis.Redis, keys: Keys
 ) -> None:
     s = sample(0)
-    assert await store.push_samples([(s, 10)]) == 1
-    assert await store.push_samples([(s, 10)]) == 0  # redis-py retried after a timeout
-    assert await store.push_samples([(sample(0), 9)]) == 0  # older than applied
+    assert (await store.push_samples([(s, 10)])).applied == 1
+    assert (await store.push_samples([(s, 10)])).applied == 0  # redis-py retried after a timeout
+    assert (await store.push_samples([(sample(0), 9)])).applied == 0  # older than applied
     assert await client.llen(keys.samples(0)) == 1
     rollup = await client.hgetall(keys.rollup_minute(int(s.ts // 60 * 60)))
     assert rollup["n"] == "1"
@@ -59,7 +60,7 @@ async def test_sample_updates_latest_heartbeat_and_minute_rollup(
         (sample(1, ts=now, cpu=30, memory=50, latency_ms=None), 2),
         (sample(2, ts=now, cpu=20.555, memory=40, latency_ms=60), 3),
     ]
-    assert await store.push_samples(batch) == 3
+    assert (await store.push_samples(batch)).applied == 3
     assert set(await store.latest_samples()) == {0, 1, 2}
     beats = await store.heartbeats()
     assert beats[1] == pytest.approx(now)
@@ -107,14 +108,31 @@ async def test_history_is_newest_first_with_limit_and_per_shard(store: Store) ->
     assert await store.restart_history(limit=0) == []
 
 
-async def test_storm_count_is_a_zcount_over_the_window(store: Store) -> None:
+async def test_storm_counts_are_zcounts_of_the_shard_sets_in_one_script_call(
+    store: Store, client: aioredis.Redis, keys: Keys
+) -> None:
+    """DESIGN.md: the per-shard storm count is a ZCOUNT of `restarts:<shard>`; the leader and
+    every view count all shards with one script call, reading no event."""
     now = time.time()
-    for ago in (10, 600, 3000, 4000, 90000):
+    for ago in (10, 300, 3000, 4000, 90000):
         await store.record_restart(event("crash", shards=(3,), at=now - ago))
-    await store.record_restart(event("crash", shards=(4,), at=now - 5))
-    assert await store.restart_storm_count(3, window_s=3600, now=now) == 3
-    assert await store.restart_storm_count(3, window_s=60, now=now) == 1
-    assert await store.restart_storm_count(9, now=now) == 0
+    await store.record_restart(event("crash", shards=(4, 5), at=now - 5))
+    assert await store.restarts_in_window([3, 4, 5, 9], 3600, now) == {3: 3, 4: 1, 5: 1}
+    assert await store.restarts_in_window([3], 60, now) == {3: 1}
+    before = await _command_calls(client)
+    report = await store.restart_storms(Limits(), shard_count=10, now=now)
+    after = await _command_calls(client)
+    assert (report.storms, report.threshold, report.window) == ({3: 3}, 3, "the last hour")
+    assert report.restarts == {3: 3, 4: 1, 5: 1}
+    if before is not None and after is not None:  # one server: its stats say what was sent
+        sent = {name: n - before.get(name, 0) for name, n in after.items()}
+        assert sent.get("evalsha") == 1 and sent.get("zcount") == 10  # inside the script
+        assert "zrangebyscore" not in sent  # no event is read
+    await client.hset(keys.thresholds, mapping={"restart_storm": "1", "restart_storm:4": "5"})
+    report = await store.restart_storms(Limits({"restart_window_s": 600}), 10, now=now)
+    assert (report.storms, report.threshold, report.window) == (
+        {3: 2, 5: 1}, 1, "the last 10 minutes"
+    )  # fmt: skip
 
 
 async def test_restart_stats(store: Store) -> None:
@@ -149,7 +167,7 @@ async def test_restart_stats_read_counts_kept_by_the_writes_not_the_whole_set(
     )  # fmt: skip
 
     # A prune drops the counts; the next read rebuilds them from what is left.
-    assert (await store.prune_restarts(now - 86400))[0] == 1
+    assert (await store.prune_restarts(now - 86400)).fleet_removed == 1
     assert await client.exists(keys.restart_types) == 0
     assert (await store.restart_stats(now=now)).by_type == {"crash": 3}
     assert await client.hgetall(keys.restart_types) == {"crash": "3", "malformed": "0"}
@@ -267,14 +285,14 @@ async def test_an_event_recorded_during_a_rebuild_is_never_lost_from_the_counts(
     now = time.time()
     await store.record_restart(event("crash", at=now - 60))
     await client.delete(keys.restart_types)  # as after an upgrade
-    parse_all = store_module._parse_all
+    parse_all = restart_store.parse_all
 
     def parse_then_race(*args: Any) -> Any:  # another process records between read and write
         with create_sync_redis(redis_target) as other:
             record_restart_sync(other, keys, event("manual", at=now))
         return parse_all(*args)
 
-    monkeypatch.setattr(store_module, "_parse_all", parse_then_race)
+    monkeypatch.setattr(restart_store, "parse_all", parse_then_race)
     assert (await store.restart_stats(now=now)).by_type == {"crash": 1}  # what it had read
     monkeypatch.undo()
     # The rebuild lost its WATCH to the racing write and stored nothing; this read rebuilds.
@@ -307,12 +325,14 @@ async def test_identify_counts_of_the_whole_fleet_come_in_one_script_call(
         sent = {name: n - before.get(name, 0) for name, n in after.items()}
         assert sent.get("evalsha") == 1 and sent.get("zcount") == 6  # inside the script
     assert store.skipped[keys.gateway_identify(4)] == 1
-    assert {s: c[0] for s, c in (await store.gateway_counts([0, 2, 3], now=now)).items()} == {
-        0: 3, 2: 1, 3: 0
-    }  # fmt: skip
+    gateway = await store.gateway_counts([0, 2, 3], now=now)
+    assert {s: c.identifies for s, c in gateway.items()} == {0: 3, 2: 1, 3: 0}
     assert await store.identify_counts([]) == {}
-    fleet, _, _ = await store.fleet_view(3600, now=now)
-    assert fleet.identifies_24h == {}  # only shards with a heartbeat are judged
+    view = await store.leader_view(3600, shard_count=0, now=now)
+    assert view.fleet.identifies_24h == {}  # only shards of the fleet or with a heartbeat
     await store.push_samples([(sample(0, ts=now), 1), (sample(4, ts=now), 2)])
-    fleet, _, _ = await store.fleet_view(3600, now=now)
-    assert fleet.identifies_24h == {0: 3}
+    view = await store.leader_view(3600, shard_count=0, now=now)
+    assert view.fleet.identifies_24h == {0: 3}
+    assert (await store.leader_view(3600, shard_count=3, now=now)).fleet.identifies_24h == {
+        0: 3, 2: 1
+    }  # fmt: skip

@@ -17,7 +17,7 @@ from shardmon import cli
 from shardmon.api import log_bot_restart, persist_restart
 from shardmon.connection import create_redis, create_sync_redis
 from shardmon.keys import Keys
-from shardmon.monitor import MonitorConfig, SystemMonitor
+from shardmon.monitor import MonitorConfig, build_monitor
 from shardmon.settings import SettingsError, load_settings
 
 
@@ -107,7 +107,7 @@ async def test_a_sentinel_failover_loses_no_restart_event_and_the_bot_runs_on(
         setup.start()
         client = create_redis(setup.target, timeout_s=0.5)
         keys = Keys(config.deployment)
-        monitor = SystemMonitor(dataclasses.replace(config, sample_interval_s=0.1), client)
+        monitor = build_monitor(dataclasses.replace(config, sample_interval_s=0.1), client)
         await monitor.start()
         logged = []
         old_master = setup.master_port()
@@ -130,7 +130,7 @@ async def test_a_sentinel_failover_loses_no_restart_event_and_the_bot_runs_on(
         async def caught_up() -> bool:
             return (
                 monitor is not None
-                and monitor.redis_available
+                and monitor.sampler.redis_available
                 and (await client.zcard(keys.restarts) == len(logged))
             )
 
@@ -172,21 +172,21 @@ async def test_a_cluster_that_goes_down_is_an_outage_not_a_crash(
     try:
         setup.start()
         client = create_redis(setup.target, timeout_s=0.5)
-        monitor = SystemMonitor(dataclasses.replace(config, leader_lease_s=1), client)
+        monitor = build_monitor(dataclasses.replace(config, leader_lease_s=1), client)
         await monitor.sample_once()
         setup.stop()
         await monitor.start()  # never raises for an outage
         await asyncio.sleep(1.5)  # election and judge loops meet the outage several times
         event = await monitor.log_restart("crash")
         await monitor.sample_once()
-        alive = all(not task.done() for task in monitor._leader_tasks) and monitor.running
+        alive = {"shardmon-election", "shardmon-judge"} <= monitor.loops and monitor.running
         monkeypatch.setenv("SHARDMON_REDIS_MODE", "cluster")
         monkeypatch.setenv("SHARDMON_REDIS_URL", setup.url)
         monkeypatch.setenv("SHARDMON_JOURNAL_PATH", str(tmp_path / "helper.log"))
         journaled, in_redis = persist_restart(event)  # the seed helpers' path
         await monitor.stop()
-        assert alive and not monitor.redis_available and monitor.pending
-        assert event.id in monitor.journal.lines()[-1]
+        assert alive and not monitor.sampler.redis_available and monitor.sampler.pending
+        assert event.id in monitor.sampler.journal.lines()[-1]
         assert (journaled, in_redis) == (True, False)
     finally:
         setup.stop()

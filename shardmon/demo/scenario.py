@@ -1,4 +1,4 @@
-"""`shardmon demo`: a fleet of real shard processes with synthetic load, and a scenario.
+"""`shardmon demo`: the scenario that a fleet of demo nodes plays.
 
 Each shard is an OS process (`python -m shardmon.demo`, a node with synthetic gateway figures)
 against `SHARDMON_REDIS_URL`, or an embedded Redis when none is set. The scenario shows the
@@ -11,26 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
-import os
-import random
 import signal
 import sys
 import tempfile
 import time
-import traceback
 from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
 from pathlib import Path
 
-from shardmon.cli import build_parser, performance, restarts, stats, status
+from shardmon import views
 from shardmon.collector import Collector
 from shardmon.connection import create_redis, redact_url
-from shardmon.embedded import embedded_redis
-from shardmon.fleet import LocalFleet
+from shardmon.demo.embedded import embedded_redis
+from shardmon.demo.fleet import LocalFleet
 from shardmon.keys import Keys
-from shardmon.models import crash_metadata
-from shardmon.monitor import GatewayStats
 from shardmon.settings import Settings, load_settings
 from shardmon.store import Store
 
@@ -39,62 +33,6 @@ __all__ = ["run_demo"]
 #: A crash-looping demo shard dies this long after it starts, three times.
 CRASH_AFTER_S = 2.0
 LEASE_S = 5.0
-
-
-def _synthetic_gateway(shard: int) -> GatewayStats:
-    return GatewayStats(
-        latency_ms=round(random.uniform(35, 90), 1),
-        guilds=900 + 37 * shard,
-        users=45_000 + 1_800 * shard,
-    )
-
-
-# -- a demo shard process ---------------------------------------------------------------------
-
-
-async def _demo_node() -> None:
-    """A node with synthetic load; SIGUSR1 holds a memory spike, SIGUSR2 lets it go, and
-    SHARDMON_DEMO_CRASH_AFTER_S makes it crash as a real bot would."""
-    from shardmon.api import persist_restart
-    from shardmon.node import run_node
-
-    ballast: list[bytearray] = []
-
-    def spike() -> None:
-        """Allocate and touch the spike in 64 MB blocks (in a thread, so that the node goes
-        on sampling while the pages come in)."""
-        remaining = int(os.environ.get("SHARDMON_DEMO_SPIKE_MB", "256"))
-        while remaining > 0:
-            block = bytearray(min(64, remaining) * 1024 * 1024)
-            block[::4096] = b"\x01" * len(block[::4096])  # touch every page: really resident
-            ballast.append(block)
-            remaining -= 64
-
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGUSR1, lambda: loop.run_in_executor(None, spike))
-    loop.add_signal_handler(signal.SIGUSR2, ballast.clear)
-    crash_after = float(os.environ.get("SHARDMON_DEMO_CRASH_AFTER_S", "0"))
-
-    async def crash() -> None:
-        await asyncio.sleep(crash_after)
-        try:
-            raise RuntimeError("demo: the gateway loop died")
-        except RuntimeError as exc:
-            event = (
-                load_settings()
-                .monitor_config()
-                .event("crash", crash_metadata(str(exc), traceback.format_exc()))
-            )
-            await asyncio.to_thread(persist_restart, event)
-        os._exit(1)  # a crash: no clean stop, no lease handed over
-
-    crash_task = asyncio.create_task(crash()) if crash_after else None
-    await run_node(gateway=_synthetic_gateway)
-    if crash_task is not None:
-        crash_task.cancel()
-
-
-# -- the scenario -----------------------------------------------------------------------------
 
 
 class _Demo:
@@ -191,22 +129,22 @@ class _Demo:
         await self.store.unset_threshold(f"memory:{shard}")
 
     async def kill_leader(self) -> None:
-        node, _, epoch = await self.store.leader()
-        shard = self.fleet.shard_of(node)
+        old = await self.store.leader()
+        shard = self.fleet.shard_of(old.node)
         if shard is None:
             return
-        self.say(f"🔪 SIGKILL to the leader, shard {shard}'s node {node} (epoch {epoch})")
+        self.say(f"🔪 SIGKILL to the leader, shard {shard}'s node {old.node} (epoch {old.epoch})")
         self.fleet.kill(shard)
         killed_at = time.monotonic()
 
         async def taken_over() -> bool:
-            new, _, new_epoch = await self.store.leader()
-            return new is not None and new != node and new_epoch > epoch
+            new = await self.store.leader()
+            return new.node is not None and new.node != old.node and new.epoch > old.epoch
 
         if await self.wait_for("new leader", taken_over, LEASE_S * 3):
-            new, _, new_epoch = await self.store.leader()
+            new = await self.store.leader()
             took = time.monotonic() - killed_at
-            self.say(f"👑 new leader {new} (epoch {new_epoch}) after {took:.1f} s")
+            self.say(f"👑 new leader {new.node} (epoch {new.epoch}) after {took:.1f} s")
 
     async def run(self) -> None:
         beats = await self.store.heartbeats()
@@ -221,7 +159,7 @@ class _Demo:
             self.fleet.start(shard, **self.node_env(shard))
 
         async def led() -> bool:
-            return self.fleet.shard_of((await self.store.leader())[0]) is not None
+            return self.fleet.shard_of((await self.store.leader()).node) is not None
 
         await self.wait_for("leader", led, 15)
         spiking = min(1, self.shards - 1)
@@ -236,9 +174,10 @@ class _Demo:
                 continue
             if elapsed >= next_progress:
                 summary = await self.store.fleet_summary(3.0)
-                node, _, epoch = await self.store.leader()
+                leader = await self.store.leader()
                 self.say(
-                    f"{summary.online}/{self.shards} shards online, leader {node} (epoch {epoch})"
+                    f"{summary.online}/{self.shards} shards online, "
+                    f"leader {leader.node} (epoch {leader.epoch})"
                 )
                 next_progress += 10
             await self.supervise()
@@ -262,14 +201,21 @@ class _Demo:
         print(f"\nalerts sent: {len(sent)}, resolved: {resolved}, duplicate alerts: {duplicates}")
         if duplicates:
             self.failures.append("no duplicate alerts")
-        # The views as the command line runs them, with its own defaults.
-        views = {"status": status, "restarts": restarts, "stats": stats, "performance": performance}
-        for title, view in views.items():
-            args = build_parser().parse_args(
-                [title, *(["--limit", "8"] if title == "restarts" else [])]
-            )
+        # The command line's own views of what the fleet left in Redis.
+        store, limits = self.store, settings.limits
+        shown = {
+            "status": views.status_view(await store.fleet_status(limits.offline_after_s), settings),
+            "restarts": views.restarts_view(await store.restart_history(8)),
+            "stats": views.stats_view(
+                await store.restart_stats(), await store.restart_storms(limits, self.shards)
+            ),
+            "performance": views.performance_view(
+                await store.fleet_performance(window_s=3600), "fleet, last hour"
+            ),
+        }
+        for title, text in shown.items():
             print(f"\n== shardmon {title} ==")
-            print(await view(self.store, settings, args))
+            print(text)
         await self.client.aclose()
 
 
@@ -308,10 +254,3 @@ def run_demo(shards: int = 4, duration_s: float = 60) -> bool:
         if demo.failures:
             print(f"the demo did not see: {', '.join(demo.failures)}", file=sys.stderr)
         return not demo.failures
-
-
-if __name__ == "__main__":
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    sys.exit(asyncio.run(_demo_node()))

@@ -11,7 +11,6 @@ import math
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 
 import discord
 import redis.asyncio as aioredis
@@ -20,19 +19,18 @@ from discord.ext import commands, tasks
 
 from shardmon.api import claim_process_startup, install_crash_hook
 from shardmon.connection import create_redis
-from shardmon.failures import REDIS_FAILURES, RedisFailure, classify
-from shardmon.monitor import GatewayStats, SystemMonitor
-from shardmon.rules import RestartStormRule
-from shardmon.settings import Settings
-
-from ._channel_sink import ChannelSink
-from ._embeds import (
+from shardmon.discordpy.embeds import (
     performance_embed,
     restart_stats_embed,
     restarts_embed,
     shards_pages,
     uptime_embed,
 )
+from shardmon.discordpy.sinks import ChannelSink
+from shardmon.failures import REDIS_FAILURES, RedisFailure, classify
+from shardmon.monitor import GatewayStats, build_monitor
+from shardmon.rules import MemoryRule
+from shardmon.settings import Settings
 
 __all__ = ["ShardmonCog"]
 
@@ -91,14 +89,17 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
         self.client = client or create_redis(settings.redis_target())
         self._gateway: dict[int, GatewayStats] = {}
         config = settings.monitor_config()
-        self.monitor = SystemMonitor(
-            config, self.client, gateway=self._gateway_of, sinks=settings.alert_sinks()
-        )
-        self.store = self.monitor.store
+        sinks = settings.alert_sinks()
         if settings.alert_channel_id is not None or settings.alert_guild_ids:
-            self.monitor.alerter.sinks.append(
-                ChannelSink(bot, self.store, settings.alert_channel_id, settings.alert_guild_ids)
+            guild_ids = settings.alert_guild_ids
+            sinks.append(
+                ChannelSink(
+                    bot, settings.alert_channel_id, lambda: self.store.alert_channel(guild_ids)
+                )
             )
+        self.monitor = build_monitor(config, self.client, gateway=self._gateway_of, sinks=sinks)
+        self.limits = config.limits
+        self.store = self.monitor.store
         for command in self.walk_app_commands():
             command.guild_only = True  # infrastructure is never shown in DMs
             command.allowed_contexts = app_commands.AppCommandContext(guild=True)
@@ -158,15 +159,14 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
 
     @tasks.loop(seconds=60)
     async def sample_loop(self) -> None:
+        # Every error is caught here, so that the loop runs on: discord.py's loop would stop
+        # at the first (it retries only OSError-like ones), and an `@sample_loop.error`
+        # handler would never be reached.
         try:
             await self.refresh_gateway()
             await self.monitor.sample_once()
         except Exception:  # the loop must outlive any one bad tick; logged here
             log.exception("shardmon sampling tick failed")
-
-    @sample_loop.error
-    async def _sampling_failed(self, error: BaseException) -> None:
-        log.error("shardmon sampling loop stopped", exc_info=error)
 
     # -- gateway and channels -------------------------------------------------------------
 
@@ -270,21 +270,17 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
             )
         await interaction.followup.send(text, ephemeral=True)
 
-    @property
-    def _offline_after_s(self) -> float:
-        return self.monitor.config.thresholds.offline_after_s
-
     @app_commands.command(
         name="uptime", description="Uptime, resources and health of the whole fleet"
     )
     async def uptime(self, interaction: discord.Interaction) -> None:
         async def build() -> discord.Embed:
-            summary = await self.store.fleet_totals(self._offline_after_s)
+            summary = await self.store.fleet_totals(self.limits.offline_after_s)
             return uptime_embed(
                 summary,
                 now=time.time(),
                 warn=self.settings.warn_level,
-                critical=self.settings.memory_critical,
+                critical=self.limits.threshold(MemoryRule()),
                 shard_count=self.settings.shard_count,
             )
 
@@ -316,11 +312,8 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
     async def restart_stats(self, interaction: discord.Interaction) -> None:
         async def build() -> discord.Embed:
             stats = await self.store.restart_stats()
-            fleet, overrides = await self.store.storm_view(self.settings.restart_window_s)
-            limits = replace(self.monitor.config.thresholds, overrides=overrides)
-            threshold = int(limits.value("restart_storm", -1, limits.restart_count))
-            storms = {f.shard: int(f.value) for f in RestartStormRule().judge(fleet, limits)}
-            return restart_stats_embed(stats, storms, threshold)
+            storms = await self.store.restart_storms(self.limits, self.settings.shard_count)
+            return restart_stats_embed(stats, storms)
 
         await self._answer(interaction, build)
 
@@ -352,8 +345,7 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
     @app_commands.command(name="shards", description="Every shard: status, latency, guilds, uptime")
     async def shards(self, interaction: discord.Interaction) -> None:
         async def build() -> list[discord.Embed]:
-            summary = await self.store.fleet_summary(self._offline_after_s)
-            gateway = await self.store.gateway_counts(s.shard for s in summary.shards)
-            return shards_pages(summary, gateway)
+            status = await self.store.fleet_status(self.limits.offline_after_s)
+            return shards_pages(status.summary, status.gateway, now=status.now)
 
         await self._answer(interaction, build)

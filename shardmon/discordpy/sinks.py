@@ -1,4 +1,4 @@
-"""Alert sinks that post to Discord: the only module of the library that imports discord.py.
+"""Alert sinks that post to Discord: a webhook URL, or a channel by id over the bot's REST.
 
 Messages never ping: their text has every `@` defused and they are sent with
 `AllowedMentions.none()`, so neither @everyone, @here, roles nor users are notified.
@@ -7,6 +7,7 @@ Messages never ping: their text has every `@` defused and they are sent with
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import discord
@@ -14,10 +15,12 @@ import discord
 from shardmon.render import defuse_mentions
 from shardmon.sinks import Alert
 
-__all__ = ["DISCORD_MESSAGE_LIMIT", "WebhookError", "WebhookSink", "discord_text"]
+__all__ = ["DISCORD_MESSAGE_LIMIT", "ChannelSink", "WebhookError", "WebhookSink", "discord_text"]
 
 #: Discord refuses message content longer than this.
 DISCORD_MESSAGE_LIMIT = 2000
+#: Discord accepts nonces of at most 25 characters.
+NONCE_LENGTH = 25
 
 
 def discord_text(alert: Alert) -> str:
@@ -86,3 +89,45 @@ class WebhookSink:
         if self._owns_session and self._session is not None:
             await self._session.close()
             self._session = None
+
+
+class ChannelSink:
+    """Posts alerts to the configured channel, else to the one the fleet detected by name, by
+    channel id over REST: it works whichever shard owns that guild.
+
+    Each message carries a nonce with `enforce_nonce`, so Discord itself drops a resend of
+    the same alert; mentions never ping.
+
+    Args:
+        client: the bot (any `discord.Client`), whose HTTP session posts.
+        channel_id: the configured channel (`SHARDMON_ALERT_CHANNEL_ID`), if any.
+        detected_channel: awaits the channel the fleet found by name (`Store.alert_channel`).
+    """
+
+    name = "discord_channel"
+
+    def __init__(
+        self,
+        client: discord.Client,
+        channel_id: int | None,
+        detected_channel: Callable[[], Awaitable[int | None]],
+    ) -> None:
+        self.client = client
+        self.channel_id = channel_id
+        self.detected_channel = detected_channel
+
+    async def send(self, alert: Alert) -> None:
+        channel_id = self.channel_id or await self.detected_channel()
+        if channel_id is None:
+            raise LookupError(
+                "no alert channel: set SHARDMON_ALERT_CHANNEL_ID or create #dev-logs, #admin-logs,"
+                " #system-logs or #bot-logs"
+            )
+        await self.client.get_partial_messageable(channel_id).send(
+            discord_text(alert),
+            allowed_mentions=discord.AllowedMentions.none(),
+            nonce=alert.id[:NONCE_LENGTH],
+        )
+
+    async def close(self) -> None:
+        return None

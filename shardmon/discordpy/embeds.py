@@ -5,14 +5,16 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 import discord
 
 from shardmon.models import RestartEvent, Sample
 from shardmon.render import defuse_mentions, format_uptime, sparkline, status_emoji
+from shardmon.rules import StormReport
 from shardmon.stats import FleetSummary, Performance, RestartStats, ShardStatus, Spread
+from shardmon.store import GatewayCounts
 
 __all__ = [
     "performance_embed",
@@ -140,10 +142,8 @@ def restarts_embed(events: Sequence[RestartEvent], limit: int) -> discord.Embed:
     return embed
 
 
-def restart_stats_embed(
-    stats: RestartStats, storms: dict[int, int], threshold: int
-) -> discord.Embed:
-    colour = RED if storms else GREEN
+def restart_stats_embed(stats: RestartStats, storms: StormReport) -> discord.Embed:
+    colour = RED if storms.storms else GREEN
     embed = discord.Embed(title="📊 Restart statistics", colour=colour)
     _field(embed, "Total", str(stats.total))
     _field(embed, "Last hour", str(stats.last_hour))
@@ -152,12 +152,12 @@ def restart_stats_embed(
     _field(embed, "Average per month", f"{stats.per_month:.1f}")
     by_type = "\n".join(f"{_TYPE_EMOJI.get(t, '•')} {t}: {n}" for t, n in stats.by_type.items())
     _field(embed, "By type", by_type or "none", inline=False)
-    if storms:
-        names = ", ".join(f"shard {s} ({n})" for s, n in sorted(storms.items()))
+    if storms.storms:
+        names = ", ".join(f"shard {s} ({n})" for s, n in sorted(storms.storms.items()))
         _field(
             embed,
             "Storm status",
-            f"🚨 {threshold}+ restarts in the last hour: {names}",
+            f"🚨 {storms.threshold:g}+ restarts in {storms.window}: {names}",
             inline=False,
         )
     else:
@@ -200,7 +200,7 @@ def _shard_line(status: ShardStatus, now: float) -> str:
 
 
 def shards_pages(
-    summary: FleetSummary, gateway: dict[int, tuple[int, int]], *, now: float | None = None
+    summary: FleetSummary, gateway: Mapping[int, GatewayCounts], *, now: float | None = None
 ) -> list[discord.Embed]:
     """One embed a page of SHARDS_PER_PAGE shards, with IDENTIFY/RESUME counts of 24 h."""
     now = time.time() if now is None else now
@@ -211,8 +211,10 @@ def shards_pages(
         chunk = statuses[page * SHARDS_PER_PAGE : (page + 1) * SHARDS_PER_PAGE]
         lines = []
         for status in chunk:
-            identifies, resumes = gateway.get(status.shard, (0, 0))
-            lines.append(f"{_shard_line(status, now)} · {identifies} id / {resumes} res (24 h)")
+            counts = gateway.get(status.shard, GatewayCounts())
+            lines.append(
+                f"{_shard_line(status, now)} · {counts.identifies} id / {counts.resumes} res (24 h)"
+            )
         embed = discord.Embed(
             title=f"🧩 Shards: {summary.online} online, {summary.offline} offline",
             description=_clip("\n".join(lines) or "No shard has reported yet.", DESCRIPTION_LIMIT),

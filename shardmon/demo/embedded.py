@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import redis
 
-from shardmon.fleet import die_with_parent
+from shardmon.demo.fleet import die_with_parent
 
 __all__ = ["EmbeddedRedis", "embedded_redis", "free_port"]
 

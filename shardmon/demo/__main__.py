@@ -1,0 +1,75 @@
+"""`python -m shardmon.demo`: one demo node, a monitor with synthetic load.
+
+SIGUSR1 makes it hold a memory spike and SIGUSR2 lets it go; `SHARDMON_DEMO_CRASH_AFTER_S` makes
+it crash as a real bot would (a crash event, then an exit without a clean stop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import signal
+import sys
+import traceback
+
+from shardmon.api import persist_restart
+from shardmon.models import crash_metadata
+from shardmon.monitor import GatewayStats
+from shardmon.node import run_node
+from shardmon.settings import load_settings
+
+
+def _synthetic_gateway(shard: int) -> GatewayStats:
+    return GatewayStats(
+        latency_ms=round(random.uniform(35, 90), 1),
+        guilds=900 + 37 * shard,
+        users=45_000 + 1_800 * shard,
+    )
+
+
+async def _demo_node() -> None:
+    """A node with synthetic load; SIGUSR1 holds a memory spike, SIGUSR2 lets it go, and
+    SHARDMON_DEMO_CRASH_AFTER_S makes it crash as a real bot would."""
+    ballast: list[bytearray] = []
+
+    def spike() -> None:
+        """Allocate and touch the spike in 64 MB blocks (in a thread, so that the node goes
+        on sampling while the pages come in)."""
+        remaining = int(os.environ.get("SHARDMON_DEMO_SPIKE_MB", "256"))
+        while remaining > 0:
+            block = bytearray(min(64, remaining) * 1024 * 1024)
+            block[::4096] = b"\x01" * len(block[::4096])  # touch every page: really resident
+            ballast.append(block)
+            remaining -= 64
+
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGUSR1, lambda: loop.run_in_executor(None, spike))
+    loop.add_signal_handler(signal.SIGUSR2, ballast.clear)
+    crash_after = float(os.environ.get("SHARDMON_DEMO_CRASH_AFTER_S", "0"))
+
+    async def crash() -> None:
+        await asyncio.sleep(crash_after)
+        try:
+            raise RuntimeError("demo: the gateway loop died")
+        except RuntimeError as exc:
+            event = (
+                load_settings()
+                .monitor_config()
+                .event("crash", crash_metadata(str(exc), traceback.format_exc()))
+            )
+            await asyncio.to_thread(persist_restart, event)
+        os._exit(1)  # a crash: no clean stop, no lease handed over
+
+    crash_task = asyncio.create_task(crash()) if crash_after else None
+    await run_node(gateway=_synthetic_gateway)
+    if crash_task is not None:
+        crash_task.cancel()
+
+
+if __name__ == "__main__":
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    sys.exit(asyncio.run(_demo_node()))

@@ -1,0 +1,201 @@
+"""Fleet-wide reads: the fleet now (every shard, or the leader's pre-aggregated figures), what
+the leader judges, performance history from the rollups, and the key layout's counts."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, cast
+
+from shardmon.keys import FLEET_TTL_S, ROLLUP_HOUR_TTL_S
+from shardmon.models import MalformedData, parse_sample
+from shardmon.rules import FleetView
+from shardmon.stats import (
+    FleetSummary,
+    Performance,
+    fleet_fields,
+    merge_rollups,
+    parse_fleet_fields,
+    summarize_fleet,
+    summarize_rollups,
+    summarize_samples,
+)
+from shardmon.store.alerting import AlertStore, Leadership
+from shardmon.store.samples import GatewayCounts, SampleStore, minute_of
+
+__all__ = ["FleetStatus", "FleetStore", "LeaderView"]
+
+#: IDENTIFYs are judged over the last 24 hours: Discord's session start limit resets daily.
+IDENTIFY_WINDOW_S = 86400
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderView:
+    """What the leader judges each tick: the fleet, the runtime threshold overrides, and the
+    conditions announced and not yet resolved (`active_alerts` fields)."""
+
+    fleet: FleetView
+    overrides: dict[str, float]
+    active: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class FleetStatus:
+    """The fleet now, as `shardmon status` and /shards show it: every shard, each shard's
+    gateway sessions of the last 24 hours, and who leads."""
+
+    summary: FleetSummary
+    gateway: dict[int, GatewayCounts]
+    leadership: Leadership
+    now: float
+
+
+class FleetStore(SampleStore, AlertStore):
+    async def leader_view(
+        self, restart_window_s: float, shard_count: int, now: float | None = None
+    ) -> LeaderView:
+        """One pipelined round trip (latest, heartbeats, overrides, active conditions) and one
+        script call that counts each shard's restarts in the window and IDENTIFYs in 24 h
+        (shards 0..shard_count-1 and any other with a heartbeat)."""
+        now = time.time() if now is None else now
+        keys = self.keys
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hgetall(keys.latest)
+            pipe.zrange(keys.heartbeats, 0, -1, withscores=True)
+            pipe.hgetall(keys.thresholds)
+            pipe.hkeys(keys.active_alerts)
+            latest_raw, beats, overrides_raw, active = await pipe.execute()
+        latest = await self._parse_latest(latest_raw)
+        heartbeats = self._heartbeats(beats)
+        shards = sorted({*range(shard_count), *heartbeats})
+        restarts, identifies = await self._count_since(
+            shards,
+            [
+                (keys.shard_restarts, now - restart_window_s),
+                (keys.gateway_identify, now - IDENTIFY_WINDOW_S),
+            ],
+        )
+        fleet = FleetView(
+            now=now,
+            latest=latest,
+            heartbeats=heartbeats,
+            restarts_in_window=restarts,
+            identifies_24h=identifies,
+        )
+        return LeaderView(fleet, self._overrides(overrides_raw), list(active))
+
+    async def fleet_summary(self, offline_after_s: float, now: float | None = None) -> FleetSummary:
+        """Every shard's status and the fleet's sums and spreads (one round trip)."""
+        now = time.time() if now is None else now
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.keys.latest)
+            pipe.zrange(self.keys.heartbeats, 0, -1, withscores=True)
+            latest_raw, beats = await pipe.execute()
+        return summarize_fleet(
+            await self._parse_latest(latest_raw),
+            self._heartbeats(beats),
+            now=now,
+            offline_after_s=offline_after_s,
+        )
+
+    async def fleet_status(self, offline_after_s: float, now: float | None = None) -> FleetStatus:
+        """Every shard, its gateway counts of 24 h and the leadership (three round trips)."""
+        now = time.time() if now is None else now
+        summary = await self.fleet_summary(offline_after_s, now=now)
+        gateway = await self.gateway_counts((s.shard for s in summary.shards), now=now)
+        return FleetStatus(summary, gateway, await self.leader(), now)
+
+    async def fleet_totals(self, offline_after_s: float, now: float | None = None) -> FleetSummary:
+        """The fleet's sums and spreads without its shard list: the `fleet` hash the leader
+        writes each tick (one small key, whatever the shard count). Where no leader has
+        written it within `offline_after_s`, or it does not parse, read every shard instead."""
+        now = time.time() if now is None else now
+        raw = await self.client.hgetall(self.keys.fleet)
+        if raw:
+            try:
+                totals = parse_fleet_fields(cast("dict[str, str]", raw))
+                age = now - (totals.measured_at or 0.0)
+                if age < -offline_after_s:  # from the future: a clock or a hand gone wrong
+                    raise MalformedData("fleet figures from the future")
+            except MalformedData:
+                self._count_skipped(self.keys.fleet, 1)
+            else:
+                if age <= offline_after_s:
+                    return totals
+        return await self.fleet_summary(offline_after_s, now=now)
+
+    async def write_fleet_totals(self, summary: FleetSummary) -> None:
+        """Replace the `fleet` hash with `summary` (the leader, each tick)."""
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.delete(self.keys.fleet)
+            pipe.hset(self.keys.fleet, mapping=dict[Any, str](fleet_fields(summary)))
+            pipe.expire(self.keys.fleet, FLEET_TTL_S)
+            await pipe.execute()
+
+    async def shard_performance(self, shard: int) -> Performance:
+        """Samples, average/peak/low memory, CPU and latency over the shard's whole list."""
+        key = self.keys.samples(shard)
+        raw = await self.client.lrange(key, 0, -1)
+        samples = self._parsed(raw, parse_sample, key)
+        return summarize_samples(samples, skipped=len(raw) - len(samples))
+
+    async def fleet_performance(
+        self, window_s: float = 3600, now: float | None = None
+    ) -> Performance:
+        """The fleet over the last `window_s` from the minute rollups: one HGETALL a minute,
+        whatever the number of shards."""
+        now = time.time() if now is None else now
+        minutes = range(minute_of(now - window_s) + 60, minute_of(now) + 60, 60)
+        return await self._rollups([self.keys.rollup_minute(minute) for minute in minutes])
+
+    async def fleet_performance_hours(self, hours: int, now: float | None = None) -> Performance:
+        """The fleet over the last `hours` hours from the hourly rollups (24 keys a day)."""
+        now = time.time() if now is None else now
+        current = int(now // 3600 * 3600)
+        span = range(current - (hours - 1) * 3600, current + 3600, 3600)
+        return await self._rollups([self.keys.rollup_hour(hour) for hour in span])
+
+    async def _rollups(self, keys: list[str]) -> Performance:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hgetall(key)
+            performance = summarize_rollups(await pipe.execute())
+        if performance.skipped:
+            self._count_skipped(self.keys.rollup_minute_pattern, performance.skipped)
+        return performance
+
+    async def roll_up_hour(self, hour_start: int) -> int:
+        """Recompute `rollup:h:<hour>` from that hour's 60 minute rollups and keep it 30 days.
+        Idempotent: the leader may run it every tick. Returns the samples it holds."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for minute in range(hour_start, hour_start + 3600, 60):
+                pipe.hgetall(self.keys.rollup_minute(minute))
+            merged, skipped = merge_rollups(await pipe.execute())
+        if skipped:
+            self._count_skipped(self.keys.rollup_minute_pattern, skipped)
+        if not merged.get("n"):
+            return 0
+        key = self.keys.rollup_hour(hour_start)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            pipe.hset(key, mapping={k: str(v) for k, v in merged.items()})
+            pipe.expire(key, ROLLUP_HOUR_TTL_S)
+            await pipe.execute()
+        return merged["n"]
+
+    async def key_counts(self) -> dict[str, int]:
+        """Layout name -> how many such keys exist (a family) or its length (a single key)."""
+        counts: dict[str, int] = {}
+        for info in self.keys.layout():
+            if info.family:
+                counts[info.name] = sum(
+                    [1 async for _ in self.client.scan_iter(info.key, count=1000)]
+                )
+                continue
+            kind = await self.client.type(info.key)
+            size = {"list": self.client.llen, "hash": self.client.hlen, "zset": self.client.zcard}
+            if kind in size:
+                counts[info.name] = int(await size[kind](info.key))
+            else:
+                counts[info.name] = int(await self.client.exists(info.key))
+        return counts

@@ -1,0 +1,241 @@
+"""The command line's views: pure functions of the store's answers, as text or as JSON.
+
+`shardmon status`, `restarts`, `stats`, `performance`, `alerts`, `keys`, `thresholds` and
+`prune` print these; the demo prints the same ones. Like the embeds of the cog, they read
+nothing and write nothing, so each is tested on data made by hand.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+from shardmon.keys import KeyInfo
+from shardmon.models import RestartEvent
+from shardmon.render import format_uptime, status_emoji, table
+from shardmon.rules import DEFAULT_RULES, CpuRule, Limits, MemoryRule, Rule, StormReport
+from shardmon.stats import Performance, RestartStats, Spread
+from shardmon.store import FleetStatus, PruneResult
+
+if TYPE_CHECKING:
+    from shardmon.settings import Settings
+
+__all__ = [
+    "alerts_view",
+    "keys_view",
+    "performance_view",
+    "prune_view",
+    "restarts_view",
+    "stats_view",
+    "status_view",
+    "thresholds_view",
+]
+
+_SHARD_HEADERS = ["shard", "status", "cpu%", "mem%", "ms", "guilds", "uptime", "seen", "id/24h",
+                  "res/24h"]  # fmt: skip
+
+
+def _spread(spread: Spread | None, warn: float, critical: float) -> str:
+    if spread is None:
+        return "no data"
+    emoji = status_emoji(spread.average, warn, critical)
+    return f"{emoji} {spread.average:.1f}% avg, {spread.peak:.1f}% peak"
+
+
+def _ago(ts: float | None, now: float) -> str:
+    return "never" if ts is None else f"{format_uptime(now - ts)} ago"
+
+
+def status_view(status: FleetStatus, settings: Settings, *, as_json: bool = False) -> Any:
+    """The /uptime and /shards views in one: the fleet, the leader, and a line per shard."""
+    summary, gateway, leadership, now = (
+        status.summary,
+        status.gateway,
+        status.leadership,
+        status.now,
+    )
+    limits, warn, shard_count = settings.limits, settings.warn_level, settings.shard_count
+    memory_critical, cpu_critical = limits.threshold(MemoryRule()), limits.threshold(CpuRule())
+    if as_json:
+        return {
+            "online": summary.online, "offline": summary.offline, "guilds": summary.guilds,
+            "users": summary.users, "leader": leadership.node, "epoch": leadership.epoch,
+            "memory": summary.memory and asdict(summary.memory),
+            "cpu": summary.cpu and asdict(summary.cpu),
+            "disk": summary.disk and asdict(summary.disk),
+            "shards": [
+                {"shard": s.shard, "online": s.online, "last_seen": s.last_seen,
+                 "sample": s.sample and s.sample.model_dump(),
+                 "identifies_24h": gateway[s.shard].identifies,
+                 "resumes_24h": gateway[s.shard].resumes}
+                for s in summary.shards
+            ],
+        }  # fmt: skip
+    seen = {s.shard for s in summary.shards}
+    never = [s for s in range(shard_count) if s not in seen]
+    health = "🔴 needs attention" if summary.offline or never else "🟢 healthy"
+    uptime = format_uptime(now - summary.oldest_start) if summary.oldest_start else "unknown"
+    lease_s = leadership.lease_ms / 1000
+    lines = [
+        f"deployment {settings.deployment}: {health}",
+        f"  shards    🟢 {summary.online} online, 🔴 {summary.offline} offline"
+        + (f", ⚪ {len(never)} never seen" if never else "")
+        + f" ({shard_count} configured)",
+        f"  uptime    {uptime} (oldest shard)",
+        f"  memory    {_spread(summary.memory, warn, memory_critical)}",
+        f"  cpu       {_spread(summary.cpu, warn, cpu_critical)}",
+        f"  disk      {_spread(summary.disk, warn, memory_critical)}",
+        f"  servers   {summary.guilds:,}   users {summary.users:,}",
+        f"  leader    {leadership.node or 'none'} "
+        f"(epoch {leadership.epoch}, lease {lease_s:.1f} s left)",
+        "",
+    ]
+    rows = []
+    for s in summary.shards:
+        sample, counts = s.sample, gateway[s.shard]
+        rows.append([
+            s.shard, "🟢 up" if s.online else "🔴 down",
+            f"{sample.cpu:.1f}" if sample else "-", f"{sample.memory:.1f}" if sample else "-",
+            f"{sample.latency_ms:.0f}" if sample and sample.latency_ms is not None else "-",
+            f"{sample.guilds:,}" if sample else "-",
+            format_uptime(now - sample.started_at) if sample and sample.started_at else "-",
+            _ago(s.last_seen, now), counts.identifies, counts.resumes,
+        ])  # fmt: skip
+    return "\n".join(lines) + table(_SHARD_HEADERS, rows)
+
+
+def restarts_view(events: Sequence[RestartEvent], *, as_json: bool = False) -> Any:
+    """The newest restarts, newest first, with the first 50 characters of a crash's error."""
+    if as_json:
+        return [e.model_dump(mode="json") for e in events]
+    rows = [
+        [e.timestamp[:19].replace("T", " "), e.type.value, ",".join(map(str, e.shards)),
+         e.version, e.node, str(e.metadata.get("error", ""))[:50]]
+        for e in events
+    ]  # fmt: skip
+    headers = ["time (UTC)", "type", "shards", "version", "node", "error"]
+    return table(headers, rows) or "no restarts"
+
+
+def stats_view(stats: RestartStats, storms: StormReport, *, as_json: bool = False) -> Any:
+    """Restart totals, rates, types, and the storms of the storm window."""
+    if as_json:
+        return {**asdict(stats), "storms": dict(storms.storms)}
+    lines = [
+        f"total {stats.total}; last hour {stats.last_hour}; last 24 h {stats.last_24h}",
+        f"per day {stats.per_day:.1f}; per month {stats.per_month:.1f}",
+        "by type: " + (", ".join(f"{t} {n}" for t, n in stats.by_type.items()) or "none"),
+    ]
+    if storms.storms:
+        names = ", ".join(f"shard {s} ({n})" for s, n in sorted(storms.storms.items()))
+        lines.append(f"🚨 restart storm ({storms.threshold:g}+ in {storms.window_s:g} s): {names}")
+    else:
+        lines.append("🟢 no restart storm")
+    if stats.skipped:
+        lines.append(f"({stats.skipped} malformed entries skipped)")
+    return "\n".join(lines)
+
+
+def performance_view(result: Performance, scope: str, *, as_json: bool = False) -> Any:
+    """Samples and the average/peak/low memory, CPU and latency of `scope`."""
+    if as_json:
+        return {"scope": scope, **asdict(result)}
+
+    def line(name: str, spread: Spread | None, unit: str = "%") -> list[str]:
+        if spread is None:
+            return [name, "-", "-", "-"]
+        return [name, *(f"{v:.1f}{unit}" for v in (spread.average, spread.peak, spread.low))]
+
+    rows = [
+        line("memory", result.memory),
+        line("cpu", result.cpu),
+        line("latency", result.latency_ms, " ms"),
+    ]
+    return f"{scope}: {result.samples} samples\n" + table(["", "average", "peak", "low"], rows)
+
+
+def alerts_view(records: Sequence[Mapping[str, Any]], *, as_json: bool = False) -> Any:
+    """Alerts sent and resolved, newest first, with their delivery per sink."""
+    if as_json:
+        return list(records)
+    rows = [
+        [time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(r["ts"]))), r["kind"], r["rule"],
+         ",".join(map(str, r.get("shards", []))), r.get("epoch", ""),
+         "yes" if r.get("delivered") else "NO",
+         "; ".join(f"{k}: {v}" for k, v in r.get("delivery", {}).items())[:60]]
+        for r in records
+    ]  # fmt: skip
+    headers = ["time (UTC)", "kind", "rule", "shards", "epoch", "delivered", "per sink"]
+    return table(headers, rows) or "no alerts"
+
+
+_READ_WITH = {"list": "LRANGE {} 0 4", "hash": "HGETALL {}", "zset": "ZRANGE {} 0 9 WITHSCORES",
+              "string": "GET {}"}  # fmt: skip
+
+
+def keys_view(
+    layout: Sequence[KeyInfo], counts: Mapping[str, int], redis_cli: str, *, as_json: bool = False
+) -> Any:
+    """The key layout with live counts and the redis-cli command (`redis_cli`: the command and
+    its connection options, no password) that reads each key."""
+    if as_json:
+        return [{"key": i.name, "type": i.type, "pattern" if i.family else "name": i.key,
+                 "count": counts[i.name]} for i in layout]  # fmt: skip
+    rows = []
+    for info in layout:
+        if info.family:
+            command = f"{redis_cli} --scan --pattern '{info.key}'"
+        else:
+            command = f"{redis_cli} " + _READ_WITH[info.type].format(f"'{info.key}'")
+        rows.append([info.name, info.type, counts[info.name], info.holds, command])
+    note = "count: keys of a family, or the length of a single key\n"
+    return note + table(["key", "type", "count", "holds", "read it with"], rows)
+
+
+def thresholds_view(
+    limits: Limits,
+    overrides: Mapping[str, str],
+    rules: Sequence[Rule] = DEFAULT_RULES,
+    *,
+    as_json: bool = False,
+) -> Any:
+    """Each rule's threshold as configured, with the runtime overrides on top."""
+    configured = {rule.name: limits.setting(rule.threshold) for rule in rules}
+    if as_json:
+        return {"settings": configured, "overrides": dict(overrides)}
+    rows = [
+        [
+            rule.name,
+            f"{configured[rule.name]:g}",
+            rule.threshold.unit,
+            overrides.get(rule.name, "-"),
+        ]
+        for rule in rules
+    ]
+    per_shard = sorted((n, v) for n, v in overrides.items() if ":" in n)
+    text = table(["rule", "setting", "unit", "fleet override"], rows)
+    if per_shard:
+        text += "\n\nper-shard overrides:\n" + table(
+            ["rule:shard", "value"], [list(p) for p in per_shard]
+        )
+    return text + "\n\nthe leader reads overrides every tick: no restart needed"
+
+
+def prune_view(
+    pruned: PruneResult, archived: int, kept: int, archive: str, *, as_json: bool = False
+) -> Any:
+    """What a prune removed from Redis and moved out of this host's journal."""
+    if as_json:
+        return {"before": pruned.before, "redis_fleet_removed": pruned.fleet_removed,
+                "redis_shard_removed": pruned.shard_removed, "journal_archived": archived,
+                "journal_kept": kept, "archive": archive if archived else None}  # fmt: skip
+    cutoff = time.strftime("%Y-%m-%d %H:%M", time.gmtime(pruned.before))
+    text = (
+        f"restarts before {cutoff} UTC: {pruned.fleet_removed} removed from Redis "
+        f"({pruned.shard_removed} from shard sets)"
+    )
+    if archived:
+        return text + f"\njournal: {archived} lines moved to {archive}, {kept} kept"
+    return text + f"\njournal: nothing older ({kept} lines kept)"
