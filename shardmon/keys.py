@@ -1,13 +1,15 @@
 """Every Redis key shardmon uses, spelled once (the contract of DESIGN.md, "Keys").
 
-All keys of a deployment share the hash tag `{<deployment>}`, so they live in one Redis Cluster
+`LAYOUT` is the one table of keys: each name (after the prefix, as DESIGN.md writes it), its
+type and what it holds; `shardmon keys` prints it and `Keys` builds every name from it. All
+keys of a deployment share the hash tag `{<deployment>}`, so they live in one Redis Cluster
 slot and multi-key scripts work on standalone Redis, Sentinel and Cluster alike.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = [
     "ALERTS_CAP",
@@ -15,6 +17,7 @@ __all__ = [
     "DEPLOYMENT_RULE",
     "FLEET_TTL_S",
     "GATEWAY_EVENTS_TTL_S",
+    "LAYOUT",
     "RESOLUTION_CLAIM_TTL_S",
     "ROLLUP_HOUR_TTL_S",
     "ROLLUP_MINUTE_TTL_S",
@@ -40,6 +43,42 @@ RESOLUTION_CLAIM_TTL_S = 60
 #: `alerts` keeps the newest 100 alerts: the answer to "why did no alert reach Discord?".
 ALERTS_CAP = 100
 
+#: Every key of a deployment: name after the prefix -> (type, what it holds). A name with a
+#: `<part>` is a family, one key per shard, rule, minute or hour (a `[...]` part may be left
+#: out). Keys that DESIGN.md does not list are additions, explained in README and CHANGELOG.
+LAYOUT: dict[str, tuple[str, str]] = {
+    "samples:<shard>": ("list", "newest-first samples of one shard, LTRIMmed to history_size"),
+    "seq": ("hash", "shard -> last applied sequence number: a retried write is ignored"),
+    "latest": ("hash", "shard -> newest sample: the fleet's state in one HGETALL"),
+    "heartbeats": ("zset", "shard by last-seen time: stale shards are one ZRANGEBYSCORE"),
+    "fleet": ("hash", "fleet figures of the last leader tick: what /uptime reads (addition)"),
+    "shard:<shard>": ("hash", "who runs a shard, since when: started_at, host, pid, version"),
+    "restarts": ("zset", "every restart event of the fleet, score = event time"),
+    "restarts:<shard>": ("zset", "restarts of one shard: the storm count is a ZCOUNT here"),
+    "gateway:<shard>:identify": ("zset", "IDENTIFYs of one shard, score = time, 7 days"),
+    "gateway:<shard>:resume": ("zset", "RESUMEs of one shard, score = time, 7 days"),
+    "leader": ("string", "the leading node, SET NX with a PX lease"),
+    "leader:epoch": ("string", "INCRed on every new leadership: the fencing epoch"),
+    "alert:<rule>[:<shard>]": ("string", "dedupe guard SET NX EX dedupe_s: muted while it lives"),
+    "active_alerts": ("hash", "<rule>:<shard> alerted, not yet resolved: resolutions owed"),
+    "resolved:<rule>:<shard>": ("string", "token of a resolution claim, 60 s (addition)"),
+    "alerts": ("list", "newest-first alerts sent and resolved, with delivery; 100 kept"),
+    "alert_counts": ("hash", "<rule>:<kind> -> alerts delivered ever (addition)"),
+    "rollup:<minute>": ("hash", "fleet aggregates of one minute, 2 days"),
+    "rollup:h:<hour>": ("hash", "fleet aggregates of one hour, 30 days"),
+    "thresholds": ("hash", "<rule> or <rule>:<shard> -> runtime threshold override"),
+    "retention": ("hash", "restarts_before: cutoff of the last prune (addition)"),
+    "restart_counts": ("hash", "<shard>:<type> -> restarts ever, by type (addition)"),
+    "restart_types": ("hash", "<type> -> events in restarts, and malformed (addition)"),
+    "alert_channels": ("hash", "guild id -> its first dev-logs, admin-logs, ... channel"),
+}
+
+#: What a `<part>` of a family name becomes in its SCAN pattern (minutes: digits, so that
+#: `rollup:<minute>` does not match `rollup:h:<hour>`).
+_PATTERN_PARTS = {"<minute>": "[0-9]*"}
+_PART = re.compile(r"<(\w+)>")
+_OPTIONAL = re.compile(r"\[([^\]]*)\]")
+
 
 @dataclass(frozen=True, slots=True)
 class KeyInfo:
@@ -52,185 +91,105 @@ class KeyInfo:
     holds: str
 
 
+def _attribute(name: str) -> str:
+    return name.replace(":", "_")
+
+
+#: The single keys, each an attribute of `Keys` of its name (`leader:epoch` -> `leader_epoch`).
+_SINGLE = [name for name in LAYOUT if "<" not in name]
+
+
 @dataclass(frozen=True, slots=True)
 class Keys:
-    """Key names of one deployment: `Keys("acme").restarts == "shardmon:{acme}:restarts"`."""
+    """Key names of one deployment: `Keys("acme").restarts == "shardmon:{acme}:restarts"`.
+
+    A single key of `LAYOUT` is an attribute (`keys.latest`, `keys.leader_epoch`); a family
+    is a method that fills its parts in (`keys.samples(3)`, `keys.alert("memory", 3)`).
+    """
 
     deployment: str
+    prefix: str = field(init=False, repr=False)
+    seq: str = field(init=False, repr=False)
+    latest: str = field(init=False, repr=False)
+    heartbeats: str = field(init=False, repr=False)
+    fleet: str = field(init=False, repr=False)
+    restarts: str = field(init=False, repr=False)
+    leader: str = field(init=False, repr=False)
+    leader_epoch: str = field(init=False, repr=False)
+    active_alerts: str = field(init=False, repr=False)
+    alerts: str = field(init=False, repr=False)
+    alert_counts: str = field(init=False, repr=False)
+    thresholds: str = field(init=False, repr=False)
+    retention: str = field(init=False, repr=False)
+    restart_counts: str = field(init=False, repr=False)
+    restart_types: str = field(init=False, repr=False)
+    alert_channels: str = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.deployment, str) or not DEPLOYMENT_PATTERN.fullmatch(
             self.deployment
         ):
             raise ValueError(f"deployment {self.deployment!r}: {DEPLOYMENT_RULE}")
+        object.__setattr__(self, "prefix", f"shardmon:{{{self.deployment}}}:")
+        for name in _SINGLE:
+            object.__setattr__(self, _attribute(name), self.prefix + name)
 
-    @property
-    def prefix(self) -> str:
-        return f"shardmon:{{{self.deployment}}}:"
+    def _fill(self, name: str, **parts: object) -> str:
+        """The key of a family of `LAYOUT`, its `<part>`s filled in (an optional `[...]`
+        only when its parts are given)."""
+        if name not in LAYOUT:
+            raise KeyError(name)
+
+        def optional(match: re.Match[str]) -> str:
+            given = all(parts.get(part) is not None for part in _PART.findall(match[1]))
+            return match[1] if given else ""
+
+        filled = _OPTIONAL.sub(optional, name)
+        return self.prefix + _PART.sub(lambda match: str(parts[match[1]]), filled)
+
+    def pattern(self, name: str) -> str:
+        """The SCAN pattern of a family of `LAYOUT` (or the name of a single key)."""
+        if name not in LAYOUT:
+            raise KeyError(name)
+        general = _OPTIONAL.sub("", name)  # `alert:*` matches guards with and without a shard
+        return self.prefix + _PART.sub(lambda m: _PATTERN_PARTS.get(m[0], "*"), general)
 
     def samples(self, shard: int) -> str:
-        """LIST: newest-first sample JSON of one shard, LTRIMmed to `history_size`."""
-        return f"{self.prefix}samples:{shard}"
-
-    @property
-    def seq(self) -> str:
-        """HASH shard -> sequence number of its last applied sample (retried writes ignored)."""
-        return f"{self.prefix}seq"
-
-    @property
-    def latest(self) -> str:
-        """HASH shard -> newest sample JSON: the fleet's state in one HGETALL."""
-        return f"{self.prefix}latest"
-
-    @property
-    def fleet(self) -> str:
-        """HASH the fleet's figures at the leader's last tick (online, offline, sums, spreads,
-        oldest and newest start, `ts`): /uptime reads this one small key (not in DESIGN.md)."""
-        return f"{self.prefix}fleet"
-
-    @property
-    def heartbeats(self) -> str:
-        """ZSET member shard, score last-seen time: stale shards are one ZRANGEBYSCORE."""
-        return f"{self.prefix}heartbeats"
+        return self._fill("samples:<shard>", shard=shard)
 
     def shard_info(self, shard: int) -> str:
-        """HASH started_at, host, pid, version, shard_count, node of the process running it."""
-        return f"{self.prefix}shard:{shard}"
-
-    @property
-    def restarts(self) -> str:
-        """ZSET of every restart event JSON of the fleet, score = event time."""
-        return f"{self.prefix}restarts"
+        return self._fill("shard:<shard>", shard=shard)
 
     def shard_restarts(self, shard: int) -> str:
-        """ZSET of the same events per shard: the storm count is a ZCOUNT here."""
-        return f"{self.prefix}restarts:{shard}"
+        return self._fill("restarts:<shard>", shard=shard)
 
     def gateway_identify(self, shard: int) -> str:
-        """ZSET one member per gateway IDENTIFY, score = time, trimmed to 7 days."""
-        return f"{self.prefix}gateway:{shard}:identify"
+        return self._fill("gateway:<shard>:identify", shard=shard)
 
     def gateway_resume(self, shard: int) -> str:
-        """ZSET one member per gateway RESUME, score = time, trimmed to 7 days."""
-        return f"{self.prefix}gateway:{shard}:resume"
-
-    @property
-    def leader(self) -> str:
-        """STRING node id of the leader, set NX with a PX lease."""
-        return f"{self.prefix}leader"
-
-    @property
-    def leader_epoch(self) -> str:
-        """STRING INCRed on every new leadership: the fencing number on alerts."""
-        return f"{self.prefix}leader:epoch"
+        return self._fill("gateway:<shard>:resume", shard=shard)
 
     def alert(self, rule: str, shard: int | None = None) -> str:
-        """STRING dedupe guard, SET NX EX <dedupe_s>: while it exists the alert is muted."""
-        suffix = "" if shard is None else f":{shard}"
-        return f"{self.prefix}alert:{rule}{suffix}"
+        """The dedupe guard of a rule on one shard (or of the rule fleet-wide: no shard)."""
+        return self._fill("alert:<rule>[:<shard>]", rule=rule, shard=shard)
 
     def resolution(self, rule: str, shard: int) -> str:
-        """STRING token of the claim that announced a condition cleared, EX 60: a resend of
-        that claim (redis-py retries after a timeout) is known as ours (not in DESIGN.md)."""
-        return f"{self.prefix}resolved:{rule}:{shard}"
-
-    @property
-    def active_alerts(self) -> str:
-        """HASH `<rule>:<shard>` -> JSON of a condition alerted and not yet resolved: tells any
-        future leader which "resolved" messages are owed (not in DESIGN.md; see README)."""
-        return f"{self.prefix}active_alerts"
-
-    @property
-    def alert_counts(self) -> str:
-        """HASH `<rule>:<kind>` -> alerts delivered ever: the exporter's counters (the capped
-        `alerts` list cannot count; not in DESIGN.md, see CHANGELOG)."""
-        return f"{self.prefix}alert_counts"
-
-    @property
-    def alerts(self) -> str:
-        """LIST newest-first JSON of alerts sent and resolved, capped at `ALERTS_CAP`."""
-        return f"{self.prefix}alerts"
+        return self._fill("resolved:<rule>:<shard>", rule=rule, shard=shard)
 
     def rollup_minute(self, minute_start: int) -> str:
-        """HASH fleet aggregates of the minute starting at that epoch second."""
-        return f"{self.prefix}rollup:{minute_start}"
+        return self._fill("rollup:<minute>", minute=minute_start)
+
+    def rollup_hour(self, hour_start: int) -> str:
+        return self._fill("rollup:h:<hour>", hour=hour_start)
 
     @property
     def rollup_minute_pattern(self) -> str:
-        """SCAN/KEYS pattern of the minute rollups (it also matches the hourly ones)."""
-        return f"{self.prefix}rollup:*"
-
-    def rollup_hour(self, hour_start: int) -> str:
-        """HASH fleet aggregates of the hour starting at that epoch second, kept 30 days."""
-        return f"{self.prefix}rollup:h:{hour_start}"
-
-    @property
-    def restart_counts(self) -> str:
-        """HASH `<shard>:<type>` -> restarts ever recorded: the exporter's counters, which a
-        prune does not lower (not in DESIGN.md, see CHANGELOG)."""
-        return f"{self.prefix}restart_counts"
-
-    @property
-    def restart_types(self) -> str:
-        """HASH `<type>` -> events of that type in `restarts`, and `malformed` -> members that
-        do not parse: /restart_stats without reading the whole set. Kept by the record script,
-        rebuilt from `restarts` when its sum and ZCARD disagree (not in DESIGN.md: CHANGELOG)."""
-        return f"{self.prefix}restart_types"
-
-    @property
-    def retention(self) -> str:
-        """HASH `restarts_before` -> epoch seconds of the last prune: journal replays skip
-        older events, so a prune is not undone by another host's journal (see CHANGELOG)."""
-        return f"{self.prefix}retention"
-
-    @property
-    def thresholds(self) -> str:
-        """HASH `<rule>` or `<rule>:<shard>` -> value: runtime overrides read by the leader."""
-        return f"{self.prefix}thresholds"
+        """SCAN/KEYS pattern of every rollup, minutes and hours: where malformed ones count."""
+        return self._fill("rollup:<minute>", minute="*")
 
     def layout(self) -> list[KeyInfo]:
         """Every key of the deployment, for `shardmon keys` and operators' redis-cli."""
-        p = self.prefix
         return [
-            KeyInfo("samples:<shard>", "list", f"{p}samples:*", True, "newest-first samples"),
-            KeyInfo("seq", "hash", self.seq, False, "shard -> last applied sequence number"),
-            KeyInfo("latest", "hash", self.latest, False, "shard -> newest sample"),
-            KeyInfo("heartbeats", "zset", self.heartbeats, False, "shard by last-seen time"),
-            KeyInfo("fleet", "hash", self.fleet, False, "fleet figures of the last leader tick"),
-            KeyInfo("shard:<shard>", "hash", f"{p}shard:*", True, "who runs a shard, since when"),
-            KeyInfo("restarts", "zset", self.restarts, False, "every restart event"),
-            KeyInfo("restarts:<shard>", "zset", f"{p}restarts:*", True, "restarts of one shard"),
-            KeyInfo(
-                "gateway:<shard>:identify",
-                "zset",
-                f"{p}gateway:*:identify",
-                True,
-                "IDENTIFYs, 7 days",
-            ),
-            KeyInfo(
-                "gateway:<shard>:resume", "zset", f"{p}gateway:*:resume", True, "RESUMEs, 7 days"
-            ),
-            KeyInfo("leader", "string", self.leader, False, "the leading node (PX lease)"),
-            KeyInfo("leader:epoch", "string", self.leader_epoch, False, "fencing epoch"),
-            KeyInfo("alert:<rule>:<shard>", "string", f"{p}alert:*", True, "muted alerts (TTL)"),
-            KeyInfo("active_alerts", "hash", self.active_alerts, False, "resolutions owed"),
-            KeyInfo(
-                "resolved:<rule>:<shard>", "string", f"{p}resolved:*", True, "resolution claims"
-            ),
-            KeyInfo("alerts", "list", self.alerts, False, "alerts sent, with delivery"),
-            KeyInfo("alert_counts", "hash", self.alert_counts, False, "alerts delivered ever"),
-            KeyInfo("rollup:<minute>", "hash", f"{p}rollup:[0-9]*", True, "fleet minutes, 2 days"),
-            KeyInfo("rollup:h:<hour>", "hash", f"{p}rollup:h:*", True, "fleet hours, 30 days"),
-            KeyInfo("thresholds", "hash", self.thresholds, False, "runtime threshold overrides"),
-            KeyInfo("retention", "hash", self.retention, False, "cutoff of the last prune"),
-            KeyInfo("restart_counts", "hash", self.restart_counts, False, "restarts ever, by type"),
-            KeyInfo(
-                "restart_types", "hash", self.restart_types, False, "events in restarts, by type"
-            ),
-            KeyInfo("alert_channels", "hash", self.alert_channels, False, "guild -> channel"),
+            KeyInfo(name, kind, self.pattern(name), "<" in name, holds)
+            for name, (kind, holds) in LAYOUT.items()
         ]
-
-    @property
-    def alert_channels(self) -> str:
-        """HASH guild id -> channel id of its first dev-logs/admin-logs/... channel."""
-        return f"{self.prefix}alert_channels"

@@ -8,7 +8,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
 
@@ -18,7 +18,6 @@ from shardmon.config import MonitorConfig, default_node
 from shardmon.judge import FleetJudge
 from shardmon.keys import Keys
 from shardmon.leader import LeaderElection, LeaseTiming
-from shardmon.models import ProcessMetrics, RestartEvent, RestartType, Sample
 from shardmon.rules import DEFAULT_RULES, CpuRule, MemoryRule, RestartStormRule, Rule
 from shardmon.sampler import GatewayProvider, GatewayStats, Sampler
 from shardmon.sinks import LogSink, Sink
@@ -64,6 +63,13 @@ class SystemMonitor:
         self.MEMORY_CRITICAL = limits.threshold(MemoryRule())
         self.CPU_CRITICAL = limits.threshold(CpuRule())
         self.RESTART_ALERT_THRESHOLD = limits.threshold(RestartStormRule())
+        # The seed's API, answered by the sampler (see its docstrings).
+        self.sample_once = sampler.sample_once
+        self.log_restart = sampler.log_restart
+        self.get_restart_history = sampler.get_restart_history
+        self.monitor_uptime = sampler.monitor_uptime
+        self.get_metrics_stats = sampler.get_metrics_stats
+        self.metrics_history = sampler.metrics_history
         self.election = election
         self.judge = judge
         self.health = health
@@ -135,38 +141,6 @@ class SystemMonitor:
             await self.election.release()
         await self._sampling.wait(0)
         await self.sampler.flush()
-
-    # -- the seed's API, answered by the sampler ------------------------------------------
-
-    async def sample_once(self) -> list[Sample]:
-        """Take one reading, make a sample per shard, and write them (or buffer them)."""
-        return await self.sampler.sample_once()
-
-    async def log_restart(
-        self,
-        restart_type: RestartType | str,
-        metadata: dict[str, Any] | None = None,
-        *,
-        version: str | None = None,
-    ) -> RestartEvent:
-        """Journal the event, then write it to Redis; an outage leaves it for the replay."""
-        return await self.sampler.log_restart(restart_type, metadata, version=version)
-
-    async def get_restart_history(self, limit: int = 10) -> list[dict[str, Any]]:
-        """The fleet's newest restarts from Redis; this host's journal while Redis is down."""
-        return await self.sampler.get_restart_history(limit)
-
-    async def monitor_uptime(self) -> dict[str, Any]:
-        """This process now: uptime, memory, CPU, disk, servers and users of its shards."""
-        return await self.sampler.monitor_uptime()
-
-    def get_metrics_stats(self) -> dict[str, Any]:
-        """Count and average/peak/low memory and CPU over `metrics_history`."""
-        return self.sampler.get_metrics_stats()
-
-    @property
-    def metrics_history(self) -> Sequence[ProcessMetrics]:
-        return self.sampler.metrics_history
 
 
 def build_monitor(

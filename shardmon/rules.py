@@ -185,14 +185,21 @@ def _resource_details(sample: Sample, now: float) -> list[str]:
 
 
 class _ResourceRule:
-    """A percent of a sample's field above the threshold, on fresh samples only."""
+    """A percent of a sample above the threshold, on fresh samples only: the Sample field of
+    the rule's name (`memory`, `cpu`), said in capitals in the alert (`MEMORY`)."""
 
     __slots__ = ()
     name: ClassVar[str]
-    label: ClassVar[str]  # MEMORY, CPU
-    attribute: ClassVar[str]  # the Sample field
     threshold: ClassVar[Limit]
     options: ClassVar[tuple[Limit, ...]] = ()
+
+    @property
+    def label(self) -> str:
+        return self.name.upper()
+
+    @property
+    def attribute(self) -> str:
+        return self.name
 
     def judge(self, fleet: FleetView, limits: Limits) -> list[Finding]:
         findings = []
@@ -232,16 +239,12 @@ class _ResourceRule:
 class MemoryRule(_ResourceRule):
     __slots__ = ()
     name = "memory"
-    label = "MEMORY"
-    attribute = "memory"
     threshold = Limit("memory_critical", "percent", 85, 1, 100)
 
 
 class CpuRule(_ResourceRule):
     __slots__ = ()
     name = "cpu"
-    label = "CPU"
-    attribute = "cpu"
     threshold = Limit("cpu_critical", "percent", 85, 1, 100)
 
 

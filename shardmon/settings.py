@@ -9,8 +9,9 @@ here: each rule's `Limit` declares its name, default and bounds, and becomes a f
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     Field,
@@ -32,6 +33,7 @@ from shardmon.sinks import LogSink, Sink
 __all__ = ["DEFAULT_REDIS_URL", "Settings", "SettingsError", "load_settings"]
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+T = TypeVar("T")
 Percent = Annotated[float, Field(gt=0, le=100)]
 
 
@@ -115,49 +117,23 @@ class _Settings(BaseSettings):
     @classmethod
     def _parse_shard_ids(cls, value: object) -> object:
         """Accept `0,1,2`, `0-3` and `[0, 1]` as well as a list."""
-        if not isinstance(value, str):
-            return value
-        ids: list[int] = []
-        for part in value.strip().strip("[]").split(","):
-            part = part.strip()
-            if not part:
-                continue
-            low, dash, high = part.partition("-")
-            if dash and low.strip().isdigit() and high.strip().isdigit():
-                ids.extend(range(int(low), int(high) + 1))
-            elif part.isdigit():
-                ids.append(int(part))
-            else:
-                raise ValueError(f"{part!r} is not a shard id or a range like 0-3")
-        return ids
+        return _comma_list(value, _shard_ids, brackets=True)
 
     @field_validator("redis_sentinels", mode="before")
     @classmethod
     def _parse_sentinels(cls, value: object) -> object:
-        """Accept `host:port,host:port` (a port 1-65535 each)."""
-        if not isinstance(value, str):
-            return value
-        sentinels = []
-        for part in value.split(","):
-            host, colon, port = part.strip().rpartition(":")
-            if not (colon and host and port.isdigit() and 0 < int(port) < 65536):
-                raise ValueError(f"{part.strip()!r} is not host:port")
-            sentinels.append((host.strip("[]"), int(port)))
-        return sentinels
+        """Accept `host:port,host:port` (a port 1-65535 each; an IPv6 host in brackets)."""
+        return _comma_list(value, _sentinel)
 
     @field_validator("alert_guild_ids", mode="before")
     @classmethod
     def _parse_guild_ids(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.strip("[]").split(",") if part.strip()]
-        return value
+        return _comma_list(value, lambda part: [part], brackets=True)
 
     @field_validator("alert_channel_names", mode="before")
     @classmethod
     def _parse_channel_names(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [name.strip().lstrip("#") for name in value.split(",") if name.strip()]
-        return value
+        return _comma_list(value, lambda part: [part.lstrip("#")])
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
@@ -244,6 +220,33 @@ class _Settings(BaseSettings):
             alert_dedupe_s=self.alert_dedupe_s,
             health_port=self.health_port,
         )
+
+
+def _comma_list(
+    value: object, parse: Callable[[str], list[T]], *, brackets: bool = False
+) -> object:
+    """A string `a, b, c` (in `[...]` with `brackets`) as its parts, each through `parse`;
+    anything else (a list from code) as it is, for pydantic to check."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip().strip("[]") if brackets else value
+    return [item for part in text.split(",") if part.strip() for item in parse(part.strip())]
+
+
+def _shard_ids(part: str) -> list[int]:
+    low, dash, high = part.partition("-")
+    if dash and low.strip().isdigit() and high.strip().isdigit():
+        return list(range(int(low), int(high) + 1))
+    if part.isdigit():
+        return [int(part)]
+    raise ValueError(f"{part!r} is not a shard id or a range like 0-3")
+
+
+def _sentinel(part: str) -> list[tuple[str, int]]:
+    host, colon, port = part.rpartition(":")
+    if not (colon and host and port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"{part!r} is not host:port")
+    return [(host.strip("[]"), int(port))]
 
 
 def _percent_limits() -> list[Limit]:

@@ -61,7 +61,7 @@ def _one_of_each() -> list[str]:
         "restarts:<shard>": KEYS.shard_restarts(0),
         "gateway:<shard>:identify": KEYS.gateway_identify(0),
         "gateway:<shard>:resume": KEYS.gateway_resume(0),
-        "alert:<rule>:<shard>": KEYS.alert("memory", 0),
+        "alert:<rule>[:<shard>]": KEYS.alert("memory", 0),
         "resolved:<rule>:<shard>": KEYS.resolution("memory", 0),
         "rollup:<minute>": "rollup:<this minute>",
         "rollup:h:<hour>": "rollup:h:<this hour>",

@@ -228,7 +228,7 @@ class RestartStore(StoreBase):
             pipe.zremrangebyscore(self.keys.restarts, "-inf", f"({before}")
             pipe.delete(self.keys.restart_types)
             fleet = int((await pipe.execute())[0])
-        pattern = next(i.key for i in self.keys.layout() if i.name == "restarts:<shard>")
+        pattern = self.keys.pattern("restarts:<shard>")
         per_shard = 0
         async for key in self.client.scan_iter(pattern, count=1000):
             per_shard += int(await self.client.zremrangebyscore(key, "-inf", f"({before}"))
