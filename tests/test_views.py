@@ -1,0 +1,101 @@
+"""The command line's views and the cog's embeds are pure: tested on data made by hand."""
+
+from __future__ import annotations
+
+import time
+
+from helpers import event, sample
+
+from shardmon import views
+from shardmon.discordpy.embeds import restart_stats_embed
+from shardmon.keys import Keys
+from shardmon.rules import DEFAULT_RULES, Limits, storm_report
+from shardmon.settings import load_settings
+from shardmon.stats import RestartStats, summarize_fleet
+from shardmon.store import FleetStatus, GatewayCounts, Leadership, PruneResult
+
+NOW = 1_800_000_000.0
+
+
+def _status() -> FleetStatus:
+    latest = {0: sample(0, ts=NOW - 5, started_at=NOW - 3700), 1: sample(1, ts=NOW - 900)}
+    beats = {0: NOW - 5, 1: NOW - 900}
+    summary = summarize_fleet(latest, beats, now=NOW, offline_after_s=180)
+    gateway = {0: GatewayCounts(3, 1), 1: GatewayCounts()}
+    return FleetStatus(summary, gateway, Leadership("host:1", 12_300, 7), NOW)
+
+
+def test_status_view_names_every_shard_and_the_leader() -> None:
+    settings = load_settings(shard_count=3, deployment="acme")
+    text = views.status_view(_status(), settings)
+    lines = text.splitlines()
+    assert lines[0] == "deployment acme: 🔴 needs attention"
+    assert "🟢 1 online, 🔴 1 offline, ⚪ 1 never seen (3 configured)" in lines[1]
+    assert "host:1 (epoch 7, lease 12.3 s left)" in text
+    rows = [line.split() for line in lines if line.strip().startswith(("0 ", "1 "))]
+    assert [row[:3] for row in rows] == [["0", "🟢", "up"], ["1", "🔴", "down"]]
+    assert rows[0][-2:] == ["3", "1"]  # IDENTIFYs and RESUMEs of 24 h
+
+    as_json = views.status_view(_status(), settings, as_json=True)
+    assert (as_json["online"], as_json["offline"], as_json["leader"], as_json["epoch"]) == (
+        1, 1, "host:1", 7
+    )  # fmt: skip
+    assert [s["identifies_24h"] for s in as_json["shards"]] == [3, 0]
+
+
+def test_stats_view_says_the_storm_window_and_threshold_of_the_settings() -> None:
+    stats = RestartStats(8, {"crash": 6, "startup": 2}, 2.0, 60.0, 5, 8, NOW - 86400)
+    limits = Limits({"restart_window_s": 600, "restart_alert_threshold": 4})
+    storms = storm_report({3: 5, 4: 1}, limits, NOW)
+    text = views.stats_view(stats, storms)
+    assert "🚨 restart storm (4+ in 600 s): shard 3 (5)" in text
+    assert "by type: crash 6, startup 2" in text
+    assert views.stats_view(stats, storms, as_json=True)["storms"] == {3: 5}
+    calm = storm_report({4: 1}, limits, NOW)
+    assert views.stats_view(stats, calm).endswith("🟢 no restart storm")
+
+
+def test_the_storm_embed_says_the_window_of_the_settings() -> None:
+    stats = RestartStats(8, {"crash": 8}, 2.0, 60.0, 5, 8, NOW - 86400)
+    storms = storm_report({3: 5}, Limits({"restart_window_s": 600}), NOW)
+    fields = {f.name: f.value for f in restart_stats_embed(stats, storms).fields}
+    assert fields["Storm status"] == "🚨 3+ restarts in the last 10 minutes: shard 3 (5)"
+
+
+def test_thresholds_view_has_a_row_per_rule_from_the_rules_themselves() -> None:
+    limits = Limits({"memory_critical": 90}, interval_s=60)
+    overrides = {"memory": "95.0", "cpu:3": "70.0"}
+    text = views.thresholds_view(limits, overrides)
+    for rule in DEFAULT_RULES:
+        assert f"{rule.name} " in text and rule.threshold.unit in text
+    memory_row = next(line.split() for line in text.splitlines() if line.startswith("memory"))
+    assert memory_row == ["memory", "90", "percent", "95.0"]
+    as_json = views.thresholds_view(limits, overrides, as_json=True)
+    assert as_json["settings"] == {
+        "memory": 90, "cpu": 85, "restart_storm": 3, "offline": 180, "identify_storm": 25
+    }  # fmt: skip
+    assert "cpu:3" in text  # the per-shard overrides have a table of their own
+
+
+def test_keys_view_has_a_redis_cli_command_for_every_key_of_the_layout() -> None:
+    layout = Keys("acme").layout()
+    counts = {info.name: 1 for info in layout}
+    text = views.keys_view(layout, counts, "redis-cli -u redis://h:6379/0")
+    for info in layout:
+        assert info.key in text
+    assert "--scan --pattern 'shardmon:{acme}:samples:*'" in text
+    assert "HGETALL 'shardmon:{acme}:latest'" in text
+    rows = views.keys_view(layout, counts, "redis-cli", as_json=True)
+    assert len(rows) == len(layout) and all(row["count"] == 1 for row in rows)
+
+
+def test_restarts_alerts_performance_and_prune_views() -> None:
+    crash = event("crash", shards=(2,), at=NOW, error="boom")
+    assert "crash" in views.restarts_view([crash]) and "boom" in views.restarts_view([crash])
+    assert views.restarts_view([]) == "no restarts"
+    record = {"ts": NOW, "kind": "alert", "rule": "memory", "shards": [1], "epoch": 3,
+              "delivered": True, "delivery": {"log": "ok"}}  # fmt: skip
+    assert "memory" in views.alerts_view([record]) and views.alerts_view([]) == "no alerts"
+    pruned = PruneResult(before=time.time() - 86400, fleet_removed=4, shard_removed=5)
+    assert "4 removed from Redis (5 from shard sets)" in views.prune_view(pruned, 0, 2, "a.gz")
+    assert views.prune_view(pruned, 3, 2, "a.gz", as_json=True)["archive"] == "a.gz"
