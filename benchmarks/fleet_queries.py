@@ -11,6 +11,10 @@ a shard. Then, in the same run, it times:
 - one leader tick (FleetJudge.tick: read and judge the fleet, claim alerts, roll up the hour,
   write the `fleet` figures), with 1% of the shards above the memory threshold, and how long
   it blocks the event loop of the bot it runs in (its longest callback, as bot_loop.py times);
+- the restart storm counts every leader tick and every storm view needs: one ZCOUNT of
+  `restarts:<shard>` a shard in one script call, beside what the leader did before (read every
+  event of the window and parse it), on the quiet fleet and during a crash loop (10% of the
+  shards crashing 5 times in the hour, each event with an 8 KB traceback);
 - Redis memory: MEMORY USAGE of one full shard list, and of every key of the deployment per shard.
 
 Medians and maxima in ms (30 runs: a p99 would be the maximum anyway); ratios against the
@@ -28,6 +32,7 @@ import statistics
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import cast
 
 import redis.asyncio as aioredis
 from bot_loop import _blocking, _lag
@@ -38,7 +43,14 @@ from shardmon.demo.embedded import embedded_redis
 from shardmon.judge import FleetJudge
 from shardmon.keys import Keys
 from shardmon.leader import LeaderElection, LeaseTiming
-from shardmon.models import RestartType, Sample, new_event, parse_sample
+from shardmon.models import (
+    RestartType,
+    Sample,
+    crash_metadata,
+    new_event,
+    parse_event,
+    parse_sample,
+)
 from shardmon.rules import Limits
 from shardmon.sinks import LogSink
 from shardmon.store import Store
@@ -112,6 +124,46 @@ async def _leader(store: Store, shards: int) -> FleetJudge:
     return FleetJudge(store, election, alerter, Limits(), shard_count=shards)
 
 
+async def _storms_by_parsing(client: aioredis.Redis, window_s: float = 3600) -> dict[int, int]:
+    """The storm counts as the leader took them before: every event of the window, parsed."""
+    since = time.time() - window_s
+    members = cast("list[str]", await client.zrangebyscore(KEYS.restarts, since, "+inf"))
+    counts: dict[int, int] = {}
+    for member in members:
+        for shard in parse_event(member).shards:
+            counts[shard] = counts.get(shard, 0) + 1
+    return counts
+
+
+async def _crash_loop(store: Store, shards: int) -> None:
+    """10% of the shards crash 5 times within the hour, each event with an 8 KB traceback."""
+    now = time.time()
+    for shard in range(0, shards, 10):
+        for crash in range(5):
+            metadata = crash_metadata("RuntimeError: the gateway loop died", "  frame\n" * 1000)
+            event = new_event("crash", shards=(shard,), node="bench:1", system="bench",
+                              environment="bench", version="1", metadata=metadata,
+                              now=datetime.fromtimestamp(now - 600 - crash, UTC))  # fmt: skip
+            await store.record_restart(event)
+
+
+async def _storm_rows(
+    client: aioredis.Redis, store: Store, shards: int, runs: int, when: str
+) -> list[tuple[int, str, float, float]]:
+    async def by_zcount() -> dict[int, int]:
+        return await store.restarts_in_window(range(shards), 3600, time.time())
+
+    async def by_parsing() -> dict[int, int]:
+        return await _storms_by_parsing(client)
+
+    assert await by_zcount() == await by_parsing(), "the two counts must agree"
+    rows = []
+    for how, query in (("ZCOUNT script", by_zcount), ("parse events", by_parsing)):
+        median, worst = await _time(query, runs)
+        rows.append((shards, f"storms {when}: {how}", median, worst))
+    return rows
+
+
 async def _memory(client: aioredis.Redis, shards: int) -> tuple[int, float]:
     """(bytes of one full shard list, bytes of all the deployment's keys per shard)."""
     one = int(await client.memory_usage(KEYS.samples(0), samples=0) or 0)
@@ -163,6 +215,9 @@ async def main() -> None:
             late = [us / 1000 for us in await _lag(judge.tick, args.runs)]
             rows.append((shards, "leader tick: 1 ms timer late", statistics.median(late),
                          max(late)))  # fmt: skip
+            rows += await _storm_rows(client, store, shards, args.runs, "quiet")
+            await _crash_loop(store, shards)
+            rows += await _storm_rows(client, store, shards, args.runs, "crash loop")
             summary = await store.fleet_totals(180)
             assert summary.online == shards, f"{summary.online} of {shards} shards online"
             memory[shards] = await _memory(client, shards)
@@ -185,9 +240,17 @@ def _report(
     base = {name: median for shards, name, median, _ in rows if shards == smallest}
     naive = {shards: median for shards, name, median, _ in rows if name.startswith("naive")}
     for shards, name, median, worst in rows:
-        versus = "" if name.startswith(("naive", "leader")) else f"{naive[shards] / median:.0f}x"
+        versus = f"{naive[shards] / median:.0f}x"
+        if name.startswith(("naive", "leader", "storms")):
+            versus = ""
         growth = median / base[name]
         print(f"{shards:>6}  {name:<30} {median:>9.2f} {worst:>9.2f} {growth:>6.1f}x {versus:>10}")
+    print("\nstorm counts: reading and parsing the window's events over one ZCOUNT a shard")
+    storms = {(shards, name): median for shards, name, median, _ in rows if "storms" in name}
+    for (shards, name), median in storms.items():
+        if name.endswith("parse events"):
+            zcount = storms[(shards, name.replace("parse events", "ZCOUNT script"))]
+            print(f"{shards:>6}  {name.removesuffix(': parse events'):<20} {median / zcount:.2f}x")
     print(f"\nRedis memory at full history ({samples} samples a shard), MEMORY USAGE:")
     print(f"{'shards':>6} {'one shard list':>15} {'all keys / shard':>17}")
     for shards, (one, per_shard) in memory.items():
