@@ -19,6 +19,7 @@ from shardmon.models import crash_metadata
 from shardmon.monitor import GatewayStats
 from shardmon.node import run_node
 from shardmon.settings import load_settings
+from shardmon.tasks import spawn
 
 
 def _synthetic_gateway(shard: int) -> GatewayStats:
@@ -62,7 +63,7 @@ async def _demo_node() -> None:
             await asyncio.to_thread(persist_restart, event)
         os._exit(1)  # a crash: no clean stop, no lease handed over
 
-    crash_task = asyncio.create_task(crash()) if crash_after else None
+    crash_task = spawn(crash(), name="shardmon-demo-crash") if crash_after else None
     await run_node(gateway=_synthetic_gateway)
     if crash_task is not None:
         crash_task.cancel()

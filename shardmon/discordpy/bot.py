@@ -19,6 +19,7 @@ from discord.ext import commands
 
 from shardmon.api import log_bot_crash
 from shardmon.settings import Settings, SettingsError, load_settings
+from shardmon.tasks import spawn
 
 __all__ = ["build_bot", "main"]
 
@@ -47,11 +48,10 @@ async def run(settings: Settings, sync_commands: bool) -> int:
         return 2
     bot = await build_bot(settings)
     stopping = asyncio.Event()
-    closing: list[asyncio.Task[None]] = []  # a reference, so the close task is not collected
 
     def stop() -> None:
         stopping.set()
-        closing.append(asyncio.create_task(bot.close()))
+        spawn(bot.close(), name="shardmon-bot-close")
 
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
