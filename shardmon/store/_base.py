@@ -112,15 +112,16 @@ class StoreBase:
         return overrides
 
     async def _count_since(
-        self, shards: Sequence[int], groups: Sequence[tuple[Callable[[int], str], float]]
+        self, shards: Sequence[int], groups: Sequence[tuple[str, float]]
     ) -> list[dict[int, int]]:
-        """For each group (the key of a shard's sorted set, a score): shard -> its ZCOUNT from
-        that score, where above zero. One script call for all (`count_since.lua`), whatever
-        the shard count; a key of the wrong type is skipped and counted."""
+        """For each group (a family of one sorted set a shard, `restarts:<shard>`, and a
+        score): shard -> its ZCOUNT from that score, where above zero. One script call for all
+        (`count_since.lua`), whatever the shard count; a key of the wrong type is skipped and
+        counted."""
         counts: list[dict[int, int]] = [{} for _ in groups]
         if not shards:
             return counts
-        keys = [key_of(shard) for key_of, _ in groups for shard in shards]
+        keys = [key for family, _ in groups for key in self.keys.of_shards(family, shards)]
         args = [value for _, since in groups for value in (len(shards), since)]
         found = await self.scripts["count_since"](keys=keys, args=args)
         for position, count in zip(found[::2], found[1::2], strict=True):

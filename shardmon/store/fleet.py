@@ -71,8 +71,8 @@ class FleetStore(SampleStore, AlertStore):
         restarts, identifies = await self._count_since(
             shards,
             [
-                (keys.shard_restarts, now - restart_window_s),
-                (keys.gateway_identify, now - IDENTIFY_WINDOW_S),
+                ("restarts:<shard>", now - restart_window_s),
+                ("gateway:<shard>:identify", now - IDENTIFY_WINDOW_S),
             ],
         )
         fleet = FleetView(

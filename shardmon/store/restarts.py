@@ -213,9 +213,7 @@ class RestartStore(StoreBase):
     ) -> dict[int, int]:
         """Shard -> its restarts since `now - window_s`, for shards with any: the ZCOUNT of
         `restarts:<shard>` that DESIGN.md promises, one script call for all."""
-        [counts] = await self._count_since(
-            list(shards), [(self.keys.shard_restarts, now - window_s)]
-        )
+        [counts] = await self._count_since(list(shards), [("restarts:<shard>", now - window_s)])
         return counts
 
     async def prune_restarts(self, before: float) -> PruneResult:

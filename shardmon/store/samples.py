@@ -184,6 +184,6 @@ class SampleStore(StoreBase):
         the shard count (a key of the wrong type is skipped and counted)."""
         now = time.time() if now is None else now
         [counts] = await self._count_since(
-            list(shards), [(self.keys.gateway_identify, now - window_s)]
+            list(shards), [("gateway:<shard>:identify", now - window_s)]
         )
         return counts
