@@ -20,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from shardmon import views
 from shardmon.connection import create_redis, redact_url
-from shardmon.failures import REDIS_FAILURES, classify
+from shardmon.failures import REDIS_CLIENT_ERRORS, classify
 from shardmon.journal import Journal
 from shardmon.keys import Keys
 from shardmon.models import MalformedData, RestartType, parse_event
@@ -335,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         print(f"shardmon: {exc}", file=sys.stderr)
         return 1
-    except REDIS_FAILURES as exc:  # the machine's own OSErrors became CliErrors where raised
+    except REDIS_CLIENT_ERRORS as exc:
         failure = classify(exc)
         if failure.outage:
             where = load_settings().redis_target().describe()
@@ -344,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             message = f"Redis refused a command (a key written by hand?): {failure}"
         print(f"shardmon: {message}", file=sys.stderr)
         return 1
-    except RuntimeError as exc:  # the demo refusing a running fleet
+    except (RuntimeError, OSError) as exc:  # the demo refusing a running fleet, a closed pipe
         print(f"shardmon: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

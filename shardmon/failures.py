@@ -15,11 +15,14 @@ from dataclasses import dataclass
 import redis
 from redis.exceptions import ClusterDownError, RedisClusterException, TryAgainError
 
-__all__ = ["REDIS_FAILURES", "RedisFailure", "classify"]
+__all__ = ["REDIS_CLIENT_ERRORS", "REDIS_FAILURES", "RedisFailure", "classify"]
 
-#: Everything a failed Redis call raises: redis-py's errors, the socket's (a timeout included),
-#: and an unreachable Cluster's RedisClusterException, which is not a RedisError.
-REDIS_FAILURES: tuple[type[Exception], ...] = (redis.RedisError, OSError, RedisClusterException)
+#: What redis-py itself raises: its errors, and an unreachable Cluster's RedisClusterException,
+#: which is not a RedisError. Enough where every bound is redis-py's (the command line).
+REDIS_CLIENT_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, RedisClusterException)
+#: Everything a failed Redis call raises in the core: redis-py's errors and the OSErrors of
+#: sockets and of our own time bounds (`asyncio.timeout` raises TimeoutError, an OSError).
+REDIS_FAILURES: tuple[type[Exception], ...] = (*REDIS_CLIENT_ERRORS, OSError)
 
 #: The failures that mean Redis did not answer. A Cluster's CLUSTERDOWN and TRYAGAIN are
 #: ResponseErrors, yet outages: they pass once the cluster has failed over.

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from shardmon.failures import REDIS_FAILURES, classify
+from shardmon.failures import REDIS_FAILURES
 
 __all__ = ["HealthServer"]
 
@@ -60,7 +60,7 @@ class HealthServer:
                 await self.ping()
             redis_ok, redis_state = True, "ok"
         except REDIS_FAILURES as exc:  # our own 1 s bound is an OSError too
-            redis_ok, redis_state = False, classify(exc).kind
+            redis_ok, redis_state = False, type(exc).__name__
         report: dict[str, object] = {
             "status": "ok" if loop_ok and redis_ok else "unhealthy",
             "seconds_since_sample": round(since, 1),

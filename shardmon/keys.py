@@ -167,7 +167,8 @@ class Keys:
         if name not in LAYOUT:
             raise KeyError(name)
         general = _OPTIONAL.sub("", name)  # `alert:*` matches guards with and without a shard
-        return self.prefix + _PART.sub(lambda m: _PATTERN_PARTS.get(m[0], "*"), general)
+        pattern = _PART.sub(lambda m: _PATTERN_PARTS.get(m[0], "*"), general)
+        return self.prefix + pattern.replace("*:*", "*")  # `resolved:*`: a `*` spans a `:`
 
     def samples(self, shard: int) -> str:
         return self._fill("samples:<shard>", shard)

@@ -77,6 +77,7 @@ class SystemMonitor:
         self._leading = TaskSet()
         self._stopping = asyncio.Event()
         self._started = False
+        self._campaigning = False
 
     @property
     def config(self) -> MonitorConfig:
@@ -117,6 +118,7 @@ class SystemMonitor:
         if sample:
             self._sampling.spawn(self.sampler.run(self._stopping), name="shardmon-sampling")
         if self.config.leader_eligible:
+            self._campaigning = True
             self._leading.spawn(self.election.run(self._stopping), name="shardmon-election")
             self._leading.spawn(self.judge.run(self._stopping), name="shardmon-judge")
         log.info(
@@ -135,11 +137,12 @@ class SystemMonitor:
         self._stopping.set()
         if self.health is not None:
             await self.health.stop()
-        if self.config.leader_eligible:
+        if self._campaigning:  # only what was started is stopped: a second stop costs nothing
+            self._campaigning = False
             await self._leading.wait(self.election.timing.call_timeout_s * 2)
             await self.alerter.close()
             await self.election.release()
-        await self._sampling.wait(0)
+        await self._sampling.cancel()
         await self.sampler.flush()
 
 

@@ -87,8 +87,10 @@ class Limits:
 
     @property
     def offline_after_s(self) -> float:
-        """Seconds without a heartbeat that make a shard offline (and its sample stale)."""
-        return self.threshold(OfflineRule())
+        """Seconds without a heartbeat after which a shard counts as offline in the fleet's
+        figures, and its sample too stale to judge: 3 sample intervals. An `offline` override
+        changes only when the offline rule alerts, as it always has."""
+        return self.setting(OfflineRule.threshold)
 
     @property
     def restart_window_s(self) -> float:

@@ -123,7 +123,7 @@ class _Settings(BaseSettings):
     @classmethod
     def _parse_sentinels(cls, value: object) -> object:
         """Accept `host:port,host:port` (a port 1-65535 each; an IPv6 host in brackets)."""
-        return _comma_list(value, _sentinel)
+        return _comma_list(value, _sentinel, skip_empty=False)
 
     @field_validator("alert_guild_ids", mode="before")
     @classmethod
@@ -144,10 +144,9 @@ class _Settings(BaseSettings):
         bad = [i for i in self.shard_ids if not 0 <= i < self.shard_count]
         if bad:
             raise ValueError(f"shard_ids: {bad} outside 0..{self.shard_count - 1} (shard_count)")
-        percents = {limit.setting: self.rule_setting(limit) for limit in _percent_limits()}
-        for name, critical in percents.items():
-            if self.warn_level >= critical:
-                raise ValueError(f"warn_level: {self.warn_level} must be below {name} {critical:g}")
+        low = min(self.rule_setting(limit) for limit in _percent_limits())
+        if self.warn_level >= low:
+            raise ValueError(f"warn_level: {self.warn_level} must be below the critical {low}")
         if self.redis_mode == "sentinel" and not self.redis_sentinels:
             raise ValueError("redis_sentinels: sentinel mode needs host:port of the sentinels")
         if self.redis_mode == "cluster" and self.redis_url is None:
@@ -191,8 +190,10 @@ class _Settings(BaseSettings):
         return sinks
 
     def rule_setting(self, limit: Limit) -> float:
-        """The value of one of the rules' settings (a field made from its `Limit`)."""
-        return float(getattr(self, str(limit.setting)))
+        """The value of one of the rules' settings (a field made from its `Limit`): an int
+        for a count."""
+        value = getattr(self, str(limit.setting))
+        return int(value) if limit.whole else float(value)
 
     @property
     def limits(self) -> Limits:
@@ -223,14 +224,20 @@ class _Settings(BaseSettings):
 
 
 def _comma_list(
-    value: object, parse: Callable[[str], list[T]], *, brackets: bool = False
+    value: object,
+    parse: Callable[[str], list[T]],
+    *,
+    brackets: bool = False,
+    skip_empty: bool = True,
 ) -> object:
-    """A string `a, b, c` (in `[...]` with `brackets`) as its parts, each through `parse`;
-    anything else (a list from code) as it is, for pydantic to check."""
+    """A string `a, b, c` (in `[...]` with `brackets`) as its parts, each through `parse`
+    (an empty part too, unless `skip_empty`); anything else (a list from code) as it is, for
+    pydantic to check."""
     if not isinstance(value, str):
         return value
     text = value.strip().strip("[]") if brackets else value
-    return [item for part in text.split(",") if part.strip() for item in parse(part.strip())]
+    parts = [part.strip() for part in text.split(",")]
+    return [item for part in parts if part or not skip_empty for item in parse(part)]
 
 
 def _shard_ids(part: str) -> list[int]:

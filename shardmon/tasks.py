@@ -46,6 +46,14 @@ class TaskSet:
         """The names of the tasks still running."""
         return {task.get_name() for task in self._tasks if not task.done()}
 
+    async def cancel(self) -> None:
+        """Cancel every task and wait until each has ended, however long it takes to unwind."""
+        tasks = set(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+
     async def wait(self, timeout_s: float) -> None:
         """Wait up to `timeout_s` for the tasks to end, then cancel those still running and
         give them a second to unwind."""

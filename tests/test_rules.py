@@ -165,10 +165,15 @@ def test_an_override_beats_the_setting_per_shard_then_for_the_fleet() -> None:
     assert Limits().threshold(rule) == 85  # the rule's own default
 
 
-def test_offline_is_three_sample_intervals_unless_overridden() -> None:
+def test_offline_is_three_sample_intervals_and_an_override_moves_only_the_offline_alert() -> None:
     assert Limits(interval_s=60).offline_after_s == 180
     assert Limits(interval_s=1).offline_after_s == 3
-    assert Limits(interval_s=60, overrides={"offline": 600}).offline_after_s == 600
+    limits = Limits(interval_s=60, overrides={"offline": 600})
+    assert limits.offline_after_s == 180  # staleness and the fleet's figures: 3 intervals
+    assert limits.threshold(OfflineRule()) == 600
+    stale = fleet(latest={0: sample(0, ts=NOW - 300, memory=95)}, heartbeats={0: NOW - 300})
+    assert MemoryRule().judge(stale, limits) == []  # a 5-minute-old sample is not judged
+    assert OfflineRule().judge(stale, limits) == []  # and the shard is not offline yet
 
 
 def test_every_rule_owns_its_metadata() -> None:

@@ -128,10 +128,17 @@ async def test_storm_counts_are_zcounts_of_the_shard_sets_in_one_script_call(
         sent = {name: n - before.get(name, 0) for name, n in after.items()}
         assert sent.get("evalsha") == 1 and sent.get("zcount") == 10  # inside the script
         assert "zrangebyscore" not in sent  # no event is read
+    # A shard beyond the configured count, with no heartbeat (it crash-loops before its first
+    # sample), is counted too: it has restarted.
+    for ago in (20, 30, 40):
+        await store.record_restart(event("crash", shards=(42,), at=now - ago))
+    assert (await store.restart_storms(Limits(), shard_count=10, now=now)).storms == {3: 3, 42: 3}
+    view = await store.leader_view(3600, shard_count=10, now=now)
+    assert view.fleet.restarts_in_window[42] == 3
     await client.hset(keys.thresholds, mapping={"restart_storm": "1", "restart_storm:4": "5"})
     report = await store.restart_storms(Limits({"restart_window_s": 600}), 10, now=now)
     assert (report.storms, report.threshold, report.window) == (
-        {3: 2, 5: 1}, 1, "the last 10 minutes"
+        {3: 2, 5: 1, 42: 3}, 1, "the last 10 minutes"
     )  # fmt: skip
 
 

@@ -96,6 +96,16 @@ class StoreBase:
             self._count_skipped(self.keys.heartbeats, len(pairs) - len(seen))
         return seen
 
+    def _judged_shards(
+        self, shard_count: int, seen: Iterable[int], restart_fields: Iterable[str]
+    ) -> list[int]:
+        """The shards whose restarts are counted: the fleet's (0..shard_count-1), any other
+        with a heartbeat, and any that ever restarted (`restart_counts` fields `<shard>:<type>`):
+        a shard crash-looping before its first sample, beyond the configured count, too."""
+        restarted = {int(shard) for shard, _, _ in (str(f).partition(":") for f in restart_fields)
+                     if shard.isdigit()}  # fmt: skip
+        return sorted({*range(shard_count), *seen, *restarted})
+
     def _overrides(self, raw: Mapping[str, str]) -> dict[str, float]:
         """The `thresholds` hash as numbers; "nan" would switch a rule off without a word, a
         negative fire for all: both are skipped and counted."""

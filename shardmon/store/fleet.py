@@ -54,9 +54,9 @@ class FleetStore(SampleStore, AlertStore):
     async def leader_view(
         self, restart_window_s: float, shard_count: int, now: float | None = None
     ) -> LeaderView:
-        """One pipelined round trip (latest, heartbeats, overrides, active conditions) and one
-        script call that counts each shard's restarts in the window and IDENTIFYs in 24 h
-        (shards 0..shard_count-1 and any other with a heartbeat)."""
+        """One pipelined round trip (latest, heartbeats, overrides, active conditions, the
+        shards that ever restarted) and one script call that counts each shard's restarts in
+        the window and IDENTIFYs in 24 h."""
         now = time.time() if now is None else now
         keys = self.keys
         async with self.client.pipeline(transaction=False) as pipe:
@@ -64,10 +64,11 @@ class FleetStore(SampleStore, AlertStore):
             pipe.zrange(keys.heartbeats, 0, -1, withscores=True)
             pipe.hgetall(keys.thresholds)
             pipe.hkeys(keys.active_alerts)
-            latest_raw, beats, overrides_raw, active = await pipe.execute()
+            pipe.hkeys(keys.restart_counts)
+            latest_raw, beats, overrides_raw, active, restarted = await pipe.execute()
         latest = await self._parse_latest(latest_raw)
         heartbeats = self._heartbeats(beats)
-        shards = sorted({*range(shard_count), *heartbeats})
+        shards = self._judged_shards(shard_count, heartbeats, restarted)
         restarts, identifies = await self._count_since(
             shards,
             [

@@ -194,18 +194,18 @@ class RestartStore(StoreBase):
         self, limits: Limits, shard_count: int, now: float | None = None
     ) -> StormReport:
         """Restart storms now, with the runtime overrides, for every view that shows them:
-        the storm rule's judgement of one ZCOUNT a shard (shards 0..shard_count-1 and any
-        other with a heartbeat), in one pipeline and one script call."""
+        the storm rule's judgement of one ZCOUNT a shard (shards 0..shard_count-1, any other
+        with a heartbeat, any that ever restarted), in one pipeline and one script call."""
         now = time.time() if now is None else now
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.zrange(self.keys.heartbeats, 0, -1)
             pipe.hgetall(self.keys.thresholds)
-            members, overrides = await pipe.execute()
+            pipe.hkeys(self.keys.restart_counts)
+            members, overrides, restarted = await pipe.execute()
         limits = Limits(limits.settings, limits.interval_s, self._overrides(overrides))
         seen = (int(member) for member in members if str(member).isdigit())
-        restarts = await self.restarts_in_window(
-            sorted({*range(shard_count), *seen}), limits.restart_window_s, now
-        )
+        shards = self._judged_shards(shard_count, seen, restarted)
+        restarts = await self.restarts_in_window(shards, limits.restart_window_s, now)
         return storm_report(restarts, limits, now)
 
     async def restarts_in_window(
