@@ -117,3 +117,32 @@ def test_get_system_monitor_is_one_per_process(monkeypatch: pytest.MonkeyPatch) 
     monitor = shardmon.get_system_monitor()
     assert monitor is shardmon.get_system_monitor()
     assert monitor.config.shard_ids == (1,)
+
+
+MAINTENANCE_SCRIPT = """
+import shardmon
+shardmon.log_bot_restart('startup')
+shardmon.log_bot_crash(error='boom', traceback_str='...')
+history = shardmon.get_restart_history(limit=100)
+print(len(history), history[0]['type'], history[1]['type'])
+"""
+
+
+@pytest.mark.parametrize("redis_up", [True, False], ids=["redis", "journal"])
+def test_the_seeds_maintenance_snippet_runs_as_written(
+    redis_url: str, tmp_path: Path, redis_up: bool
+) -> None:
+    """`monitor.get_restart_history(limit=100)` was synchronous in the seed: a plain script
+    gets a list from `shardmon.get_restart_history`, from Redis, or this host's journal."""
+    url = redis_url if redis_up else "redis://127.0.0.1:1/0"  # nothing listens on port 1
+    env = {**os.environ, "SHARDMON_REDIS_URL": url, "SHARDMON_DEPLOYMENT": f"maint{redis_up}"}
+    done = subprocess.run([sys.executable, "-c", MAINTENANCE_SCRIPT], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["2", "crash", "startup"]  # newest first
+    assert ("restart history from the journal" in done.stderr) is not redis_up
+
+
+async def test_get_restart_history_refuses_to_block_a_running_loop() -> None:
+    with pytest.raises(RuntimeError, match="await get_system_monitor"):
+        shardmon.get_restart_history(10)
