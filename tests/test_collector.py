@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import psutil
 import pytest
 
 from shardmon.collector import Collector, read_cgroup
+from shardmon.models import ProcessMetrics
 
 GIB = 1024**3
 
@@ -73,9 +75,21 @@ def test_real_machine_reading_is_valid(tmp_path: Path) -> None:
     assert 0 < metrics.disk <= 100 and metrics.rss_mb > 10 and metrics.cores >= 1
 
 
-async def test_collect_async_runs_off_the_event_loop(tmp_path: Path) -> None:
+async def test_collect_async_runs_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reading_threads: list[threading.Thread] = []
+    collect = Collector.collect
+
+    def recording_collect(self: Collector) -> ProcessMetrics:
+        reading_threads.append(threading.current_thread())
+        return collect(self)
+
+    monkeypatch.setattr(Collector, "collect", recording_collect)
     metrics = await Collector(disk_path=tmp_path).collect_async()
     assert metrics.memory_total_mb > 0
+    assert len(reading_threads) == 1  # the reading is the synchronous collect()...
+    assert reading_threads[0] is not threading.current_thread()  # ...in another thread
 
 
 def test_host_cpu_is_measured_per_collector_between_its_own_readings(tmp_path: Path) -> None:

@@ -111,14 +111,75 @@ def test_every_key_of_a_deployment_shares_one_cluster_slot() -> None:
     from redis.crc import key_slot
 
     keys = Keys("acme")
-    names = [
-        keys.samples(3), keys.seq, keys.latest, keys.heartbeats, keys.shard_info(3),
-        keys.restarts, keys.shard_restarts(3), keys.gateway_identify(3), keys.gateway_resume(3),
-        keys.leader, keys.leader_epoch, keys.alert("memory", 3), keys.alert("offline"),
-        keys.alerts, keys.rollup_minute(60), keys.rollup_hour(3600), keys.thresholds,
-        keys.alert_channels,
+    layout = keys.layout()
+    # Concrete keys of the families, besides the layout's own keys and SCAN patterns.
+    concrete = [
+        keys.samples(3), keys.shard_info(3), keys.shard_restarts(3), keys.gateway_identify(3),
+        keys.gateway_resume(3), keys.alert("memory", 3), keys.alert("offline"),
+        keys.resolution("memory", 3), keys.rollup_minute(60), keys.rollup_hour(3600),
     ]  # fmt: skip
+    names = [info.key for info in layout] + concrete
     assert keys.restarts == "shardmon:{acme}:restarts"
     assert keys.alert("memory", 3) == "shardmon:{acme}:alert:memory:3"
+    assert all("{acme}" in name for name in names)
     assert len({key_slot(name.encode()) for name in names}) == 1
     assert all(name.startswith("shardmon:{acme}:") for name in names)
+
+
+def _every_key_of(keys: Keys) -> dict[str, str]:
+    """Each key method or attribute of Keys -> one key it returns (sample arguments filled in).
+
+    Skipped: the prefix, the layout itself, the rollup SCAN pattern, the deployment name, and
+    accessors that take a layout name (`pattern(name)`): they are not keys of their own."""
+    import inspect
+
+    not_keys = {"prefix", "layout", "rollup_minute_pattern", "deployment"}
+    samples = {"shard": 3, "rule": "memory", "minute_start": 60, "hour_start": 3600}
+    found: dict[str, str] = {}
+    for name in dir(type(keys)):
+        if name.startswith("_") or name in not_keys:
+            continue
+        member = getattr(keys, name)
+        if isinstance(member, str):  # a property or a slot of a single key
+            found[name] = member
+            continue
+        assert callable(member), f"Keys.{name}: neither a key nor a method"
+        params = list(inspect.signature(member).parameters)
+        if "name" in params:
+            continue
+        unknown = [param for param in params if param not in samples]
+        assert not unknown, f"Keys.{name}: no sample argument for {unknown}; add one here"
+        key = member(*(samples[param] for param in params))
+        assert isinstance(key, str), f"Keys.{name} returned {key!r}, not a key"
+        found[name] = key
+    return found
+
+
+def test_the_key_layout_covers_every_key_of_keys() -> None:
+    """A key added to Keys without a `layout()` entry fails here: `shardmon keys` and the
+    operators' redis-cli would not know it."""
+    from fnmatch import fnmatchcase
+
+    keys = Keys("acme")
+    layout = keys.layout()
+    every_key = _every_key_of(keys)
+    assert len(every_key) >= 24  # the inspection above really found the key methods
+    uncovered = {
+        name: key
+        for name, key in every_key.items()
+        if not any(
+            fnmatchcase(key, info.key) if info.family else key == info.key for info in layout
+        )
+    }
+    assert not uncovered, f"keys without a layout entry: {uncovered}"
+    # ...and every layout entry is the key of some method (no stale entry)
+    stale = [
+        info.name
+        for info in layout
+        if not any(
+            fnmatchcase(key, info.key) if info.family else key == info.key
+            for key in every_key.values()
+        )
+    ]
+    assert not stale, f"layout entries no key method returns: {stale}"
+    assert len({info.key for info in layout}) == len(layout)
