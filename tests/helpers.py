@@ -52,9 +52,9 @@ def event(
     )
 
 
-async def wait_until(condition: Callable[[], Awaitable[bool]]) -> None:
-    """Poll a condition that another task or process makes true; give up after 10 s."""
-    async with asyncio.timeout(10):
+async def wait_until(condition: Callable[[], Awaitable[bool]], seconds: float = 10) -> None:
+    """Poll a condition that another task or process makes true; give up after `seconds`."""
+    async with asyncio.timeout(seconds):
         while not await condition():  # noqa: ASYNC110 - the state lives in Redis, not in an Event
             await asyncio.sleep(0.02)
 

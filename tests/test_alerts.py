@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
@@ -13,7 +12,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from conftest import ALL_TOPOLOGIES
-from helpers import sample
+from helpers import sample, wait_until
 
 from shardmon.alerts import Alerter
 from shardmon.judge import FleetJudge
@@ -79,17 +78,25 @@ async def _records(client: aioredis.Redis, keys: Keys) -> list[dict[str, object]
 async def test_a_condition_lasting_three_windows_gives_three_alerts(
     client: aioredis.Redis, keys: Keys, make_node: Callable[..., Node]
 ) -> None:
+    """The condition holds on every tick; each dedupe window (1 s) lets exactly one alert
+    through: the ticks within a window are muted, the first after it sends again."""
     sink = RecordingSink()
     election, alerter, judge = make_node("a:1", sink, dedupe_s=1)
     assert await election.campaign_once()
-    started = time.monotonic()
-    while time.monotonic() - started < 2.5:  # windows of 1 s: alerts near 0, 1.0 and 2.0 s
-        await _push(client, keys, {0: 95})
-        await judge.tick()
-        await alerter.wait_for_deliveries()
-        await asyncio.sleep(0.1)
-    print(f"alerts in 2.5 dedupe windows: {len(sink.sent)} over {judge.ticks} ticks")
-    assert len(sink.sent) == 3
+    guard = keys.alert("memory", 0)
+    for window in range(3):
+        for _ in range(3):  # the first tick of a window alerts, the next two are muted
+            await _push(client, keys, {0: 95})
+            assert await judge.tick()
+            await alerter.wait_for_deliveries()
+        assert len(sink.sent) == window + 1
+
+        async def window_over() -> bool:
+            return not await client.exists(guard)
+
+        await wait_until(window_over)  # the guard expires: a new window begins
+    print(f"alerts in 3 dedupe windows: {len(sink.sent)} over {judge.ticks} ticks")
+    assert judge.ticks == 9 and len(sink.sent) == 3
     assert all(a.rule == "memory" and a.shards == (0,) and a.epoch == 1 for a in sink.sent)
 
 

@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
+from helpers import wait_until
 from redis_server import RedisServer, free_port
 
 from shardmon.connection import create_redis
@@ -95,8 +96,12 @@ async def test_healthz_follows_the_sampling_loop_and_redis(
     )
     await monitor.start()
     url = f"http://127.0.0.1:{port}/healthz"
+
+    async def sampled() -> bool:
+        return monitor.sampler.last_tick is not None
+
+    await wait_until(sampled)
     async with aiohttp.ClientSession() as http:
-        await asyncio.sleep(0.3)
         async with http.get(url) as response:
             assert response.status == 200 and (await response.json())["redis"] == "ok"
         own_redis.kill()

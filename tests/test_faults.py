@@ -105,7 +105,7 @@ def test_redis_killed_and_restarted_under_a_running_fleet(
         own_redis.kill()
         _restart_node(fleet, SHARDS - 1)  # one node restarts during the outage
         wait_for(lambda: len(_journaled(fleet)) == SHARDS + 1, 20, "the restart journaled")
-        time.sleep(1)
+        time.sleep(1)  # the outage itself: the fleet samples a second into its buffers
         own_redis.start()
         wait_for(lambda: set(_in_redis(client)) == _journaled(fleet), 30, "the journals replayed")
         # Without persistence Redis came back empty: the dedupe guards went with it, so each
