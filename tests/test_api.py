@@ -161,11 +161,17 @@ async def test_get_restart_history_refuses_to_block_a_running_loop() -> None:
         shardmon.get_restart_history(10)
 
 
+@pytest.mark.parametrize("outage", ["stopped", "frozen"])
 def test_the_log_helpers_try_redis_once_with_a_one_second_bound(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    own_redis: RedisServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, outage: str
 ) -> None:
     """The seed's promise, "never block longer than a short timeout", asserted on what the
-    helper builds: a client whose connect and reads wait 1 s at most, and that does not retry."""
+    helper builds, with Redis stopped (connect refused) or frozen (connect accepted, no reply):
+    a client whose connect and reads wait 1 s at most, and that does not retry."""
+    if outage == "stopped":
+        own_redis.kill()
+    else:
+        own_redis.freeze()
     built: list[redis.Redis] = []
     create = api.create_sync_redis
 
@@ -175,12 +181,13 @@ def test_the_log_helpers_try_redis_once_with_a_one_second_bound(
         return client
 
     monkeypatch.setattr(api, "create_sync_redis", recording_create)
-    monkeypatch.setenv("SHARDMON_REDIS_URL", "redis://127.0.0.1:1/0")  # nothing listens
+    monkeypatch.setenv("SHARDMON_REDIS_URL", own_redis.url)
     event = shardmon.log_bot_crash("boom", "tb")  # no running loop: written right here
-    assert event is not None
-    [client] = built
+    assert event is not None  # it returned, and did not raise
+    [client] = built  # one client: one try
     options = client.connection_pool.connection_kwargs
     assert (options["socket_timeout"], options["socket_connect_timeout"]) == (1.0, 1.0)
     assert options["retry"].get_retries() == 0
+    assert client.get_retry() is options["retry"]  # the retry its commands use
     journal = (tmp_path / "logs" / "system_restarts.log").read_text().splitlines()
     assert [json.loads(line)["id"] for line in journal] == [event.id]

@@ -77,6 +77,19 @@ def _report(name: str, fleet: LocalFleet, client: redis.Redis, expected: int) ->
     assert alive == SHARDS
 
 
+def _wait_for_leader_ticks(client: redis.Redis, ticks: int, what: str) -> None:
+    """Until the leader has judged the fleet `ticks` more times: each tick rewrites `fleet`
+    with the time it judged at, so each new `ts` seen is one more tick (some may go unseen:
+    then there were more)."""
+    seen: set[str | None] = {client.hget(KEYS.fleet, "ts")}
+
+    def ticked() -> bool:
+        seen.add(client.hget(KEYS.fleet, "ts"))
+        return len(seen - {None}) > ticks
+
+    wait_for(ticked, 20, what)
+
+
 def _restart_node(fleet: LocalFleet, shard: int) -> None:
     """A clean stop (SIGTERM) and a new process, as a supervisor would do."""
     process = fleet.processes[shard]
@@ -112,7 +125,7 @@ def test_redis_killed_and_restarted_under_a_running_fleet(
         # shard is alerted once more (the restarted leader cannot know it was already told).
         expected = 1 if persistent else 2
         wait_for(lambda: min(_memory_alerts_sent(fleet).values()) >= expected, 20, "the alerts")
-        time.sleep(2)  # more ticks of the leader: no alert beyond those
+        _wait_for_leader_ticks(client, 5, "more ticks of the leader")  # no alert beyond those
         _report(f"Redis SIGKILLed ({'appendonly' if persistent else 'no persistence'})",
                 fleet, client, expected=1 if persistent else 2)  # fmt: skip
         assert {s: fleet.processes[s].pid for s in survivors} == survivors  # never restarted
@@ -122,15 +135,21 @@ def test_redis_frozen_past_the_leader_lease(own_redis: RedisServer, tmp_path: Pa
     client = redis.Redis.from_url(own_redis.url, decode_responses=True)
     with LocalFleet(own_redis.url, SHARDS, SETTINGS, tmp_path) as fleet:
         _fleet_up(fleet, client)
-        leader = client.get(KEYS.leader)
+        epoch = int(client.get(KEYS.leader_epoch) or 0)
         survivors = {s: fleet.processes[s].pid for s in range(SHARDS - 1)}
         own_redis.freeze()
         _restart_node(fleet, SHARDS - 1)  # its startup waits in its journal
-        time.sleep(4)  # more than twice the 1.5 s lease
+        time.sleep(4)  # the scenario: frozen for more than twice the 1.5 s lease
         own_redis.thaw()
         wait_for(lambda: set(_in_redis(client)) == _journaled(fleet), 30, "the journals replayed")
-        wait_for(lambda: client.get(KEYS.leader) not in (None, leader), 10, "a new leader")
-        time.sleep(2)  # ticks of the new leader: no alert repeated
+
+        # The lease ran out in the freeze: a new leadership (any node may win it, the old
+        # leader too, once it has stood down), so a new epoch rather than a new node.
+        def new_leadership() -> bool:
+            return int(client.get(KEYS.leader_epoch) or 0) > epoch and bool(client.get(KEYS.leader))
+
+        wait_for(new_leadership, 10, "a new leadership")
+        _wait_for_leader_ticks(client, 5, "ticks of the new leader")  # no alert repeated
         _report("Redis SIGSTOPped 4 s (lease 1.5 s)", fleet, client, expected=1)
         assert {s: fleet.processes[s].pid for s in survivors} == survivors
 

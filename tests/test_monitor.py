@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 
@@ -176,21 +175,32 @@ async def test_a_key_of_the_wrong_type_is_reported_and_nothing_is_lost(
 
 
 class _CancellationSwallowingCollector(Collector):
-    """Behaves like a library that catches CancelledError (seen in the wild on Python 3.11)."""
+    """Behaves like a library that catches CancelledError (seen in the wild on Python 3.11).
+    Each reading waits until cancelled, swallows the cancel, and returns a reading."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.collecting = asyncio.Event()
+        self.swallowed = 0
 
     async def collect_async(self) -> ProcessMetrics:
-        with contextlib.suppress(asyncio.CancelledError):  # the misbehaviour under test
-            await asyncio.sleep(0.05)
+        self.collecting.set()
+        try:
+            await asyncio.sleep(3600)  # only a cancel ends it
+        except asyncio.CancelledError:  # the misbehaviour under test
+            self.swallowed += 1
         return self.collect()
 
 
 async def test_stop_ends_the_loop_even_if_a_tick_swallows_the_cancel(
     config: MonitorConfig, client: aioredis.Redis
 ) -> None:
-    monitor = build_monitor(config, client, collector=_CancellationSwallowingCollector())
+    collector = _CancellationSwallowingCollector()
+    monitor = build_monitor(config, client, collector=collector)
     await monitor.start()
-    await asyncio.sleep(0.02)  # inside the first tick's collect
+    await collector.collecting.wait()  # inside the first tick's collect
     await monitor.stop()
+    assert collector.swallowed == 1  # the stop's cancel reached the collect, which ate it
     assert not monitor.running
 
 

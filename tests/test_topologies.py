@@ -125,7 +125,6 @@ async def test_a_sentinel_failover_loses_no_restart_event_and_the_bot_runs_on(
             promoted_at = time.monotonic()
         assert killed_at is not None
         promoted_after = promoted_at - killed_at
-        samples_before = await _sample_count(client, keys)
 
         async def caught_up() -> bool:
             return (
@@ -134,10 +133,14 @@ async def test_a_sentinel_failover_loses_no_restart_event_and_the_bot_runs_on(
                 and (await client.zcard(keys.restarts) == len(logged))
             )
 
-        async def sampling_on_the_new_master() -> bool:
-            return await _sample_count(client, keys) > samples_before
-
         await wait_until(caught_up, 20)
+        # Sampling goes on, on the new master: a sample newer than any so far is applied (the
+        # sequence number, not the list's length, which LTRIM caps at history_size).
+        applied_before = await _last_applied(client, keys)
+
+        async def sampling_on_the_new_master() -> bool:
+            return await _last_applied(client, keys) > applied_before
+
         await wait_until(sampling_on_the_new_master)
         members = await client.zrange(keys.restarts, 0, -1)
         ids = {e.id for e in logged}
@@ -158,8 +161,9 @@ async def test_a_sentinel_failover_loses_no_restart_event_and_the_bot_runs_on(
         setup.stop()
 
 
-async def _sample_count(client: aioredis.Redis, keys: Keys) -> int:
-    return int(await client.llen(keys.samples(0)))
+async def _last_applied(client: aioredis.Redis, keys: Keys) -> int:
+    """The sequence number of shard 0's last sample written to Redis."""
+    return int(await client.hget(keys.seq, "0") or 0)
 
 
 async def test_a_cluster_that_goes_down_is_an_outage_not_a_crash(
@@ -174,8 +178,28 @@ async def test_a_cluster_that_goes_down_is_an_outage_not_a_crash(
         monitor = build_monitor(dataclasses.replace(config, leader_lease_s=1), client)
         await monitor.sample_once()
         setup.stop()
+        campaigns: list[bool] = []
+        campaign_once, tick = monitor.election.campaign_once, monitor.judge.tick
+
+        async def counted_campaign() -> bool:
+            campaigns.append(await campaign_once())
+            return campaigns[-1]
+
+        ticks: list[bool] = []
+
+        async def counted_tick() -> bool:
+            ticks.append(await tick())
+            return ticks[-1]
+
+        monkeypatch.setattr(monitor.election, "campaign_once", counted_campaign)
+        monkeypatch.setattr(monitor.judge, "tick", counted_tick)
         await monitor.start()  # never raises for an outage
-        await asyncio.sleep(1.5)  # election and judge loops meet the outage several times
+
+        async def met_the_outage() -> bool:  # the election and judge loops, several times
+            return len(campaigns) >= 3 and len(ticks) >= 3
+
+        await wait_until(met_the_outage)
+        assert not any(campaigns) and not any(ticks)  # nobody could lead: nothing judged
         event = await monitor.log_restart("crash")
         await monitor.sample_once()
         alive = {"shardmon-election", "shardmon-judge"} <= monitor.loops and monitor.running
