@@ -104,14 +104,10 @@ class Alerter:
         if not await self.store.claim_resolution(rule, shard, self.node, token):
             return None
         alert = self._new_alert("resolved", rule, [Finding(rule, shard, 0, 0)], text, epoch)
-
-        async def nothing_owed() -> None:
-            return None
-
         self.deliveries.spawn(
             self._deliver(
                 alert,
-                on_delivered=nothing_owed,
+                on_delivered=None,  # heard: nothing more is owed
                 # still owed: put the condition back for the next tick (or leader)
                 on_undelivered=lambda: self.store.owe_resolutions(
                     rule, [shard], {"since": alert.ts}
@@ -151,7 +147,7 @@ class Alerter:
     async def _deliver(
         self,
         alert: Alert,
-        on_delivered: Callable[[], Awaitable[None]],
+        on_delivered: Callable[[], Awaitable[None]] | None,
         on_undelivered: Callable[[], Awaitable[None]],
     ) -> None:
         """Send to the sinks, then record the outcome with what follows from it; a stop that
@@ -166,7 +162,9 @@ class Alerter:
         delivered = _delivered(outcomes)
         record = {**asdict(alert), "delivery": outcomes, "delivered": delivered}
         try:
-            await (on_delivered if delivered else on_undelivered)()
+            follow_up = on_delivered if delivered else on_undelivered
+            if follow_up is not None:
+                await follow_up()
             await self.store.record_alert(record, f"{alert.rule}:{alert.kind}" if delivered else "")
         except REDIS_FAILURES as exc:
             failure = classify(exc)

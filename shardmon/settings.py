@@ -198,7 +198,12 @@ class _Settings(BaseSettings):
     @property
     def limits(self) -> Limits:
         """What the rules judge by, before the runtime overrides."""
-        return self.monitor_config().limits
+        return Limits(self._rule_settings(), self.sample_interval_s)
+
+    def _rule_settings(self) -> dict[str, float]:
+        return {
+            str(limit.setting): self.rule_setting(limit) for limit in rule_limits(DEFAULT_RULES)
+        }
 
     def monitor_config(self) -> MonitorConfig:
         """The plain values the library core takes."""
@@ -212,9 +217,7 @@ class _Settings(BaseSettings):
             sample_interval_s=self.sample_interval_s,
             history_size=self.history_size,
             sample_buffer_size=self.sample_buffer_size,
-            rule_settings={
-                str(limit.setting): self.rule_setting(limit) for limit in rule_limits(DEFAULT_RULES)
-            },
+            rule_settings=self._rule_settings(),
             journal_path=self.journal_path,
             leader_eligible=self.leader_eligible,
             leader_lease_s=self.leader_lease_s,

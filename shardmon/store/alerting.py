@@ -9,6 +9,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from redis.asyncio.client import Pipeline
+
 from shardmon.connection import run_script
 from shardmon.keys import ALERTS_CAP, RESOLUTION_CLAIM_TTL_S
 from shardmon.models import MalformedData
@@ -75,10 +77,17 @@ class AlertStore(StoreBase):
 
     async def leader(self) -> Leadership:
         async with self.client.pipeline(transaction=False) as pipe:
-            pipe.get(self.keys.leader)
-            pipe.pttl(self.keys.leader)
-            pipe.get(self.keys.leader_epoch)
-            node, pttl, epoch = await pipe.execute()
+            self._queue_leader(pipe)
+            return self._leadership(*await pipe.execute())
+
+    def _queue_leader(self, pipe: Pipeline) -> None:
+        """Queue the reads of `leader()` on a pipeline, for readers that need more."""
+        pipe.get(self.keys.leader)
+        pipe.pttl(self.keys.leader)
+        pipe.get(self.keys.leader_epoch)
+
+    @staticmethod
+    def _leadership(node: Any, pttl: Any, epoch: Any) -> Leadership:
         return Leadership(node, max(0, int(pttl)), int(epoch) if str(epoch).isdigit() else 0)
 
     # -- claims: at most one alert per condition and window, one resolution per alert ---------

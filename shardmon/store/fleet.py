@@ -92,6 +92,11 @@ class FleetStore(SampleStore, AlertStore):
             pipe.hgetall(self.keys.latest)
             pipe.zrange(self.keys.heartbeats, 0, -1, withscores=True)
             latest_raw, beats = await pipe.execute()
+        return await self._summary(latest_raw, beats, offline_after_s, now)
+
+    async def _summary(
+        self, latest_raw: Any, beats: Any, offline_after_s: float, now: float
+    ) -> FleetSummary:
         return summarize_fleet(
             await self._parse_latest(latest_raw),
             self._heartbeats(beats),
@@ -100,11 +105,17 @@ class FleetStore(SampleStore, AlertStore):
         )
 
     async def fleet_status(self, offline_after_s: float, now: float | None = None) -> FleetStatus:
-        """Every shard, its gateway counts of 24 h and the leadership (three round trips)."""
+        """Every shard, its gateway counts of 24 h and the leadership (two round trips: the
+        leadership comes with the shards)."""
         now = time.time() if now is None else now
-        summary = await self.fleet_summary(offline_after_s, now=now)
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.keys.latest)
+            pipe.zrange(self.keys.heartbeats, 0, -1, withscores=True)
+            self._queue_leader(pipe)
+            latest_raw, beats, *leader = await pipe.execute()
+        summary = await self._summary(latest_raw, beats, offline_after_s, now)
         gateway = await self.gateway_counts((s.shard for s in summary.shards), now=now)
-        return FleetStatus(summary, gateway, await self.leader(), now)
+        return FleetStatus(summary, gateway, self._leadership(*leader), now)
 
     async def fleet_totals(self, offline_after_s: float, now: float | None = None) -> FleetSummary:
         """The fleet's sums and spreads without its shard list: the `fleet` hash the leader
