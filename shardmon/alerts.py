@@ -98,7 +98,9 @@ class Alerter:
         )
         return alert
 
-    async def resolve(self, rule: str, shard: int, text: AlertText, epoch: int) -> Alert | None:
+    async def resolve(
+        self, rule: str, shard: int | None, text: AlertText, epoch: int
+    ) -> Alert | None:
         """Announce once that a condition cleared (claimed by removing it from active)."""
         token = f"{epoch}:{uuid.uuid4().hex}"
         if not await self.store.claim_resolution(rule, shard, self.node, token):
@@ -136,7 +138,7 @@ class Alerter:
             id=uuid.uuid4().hex,
             kind=kind,
             rule=rule,
-            shards=tuple(f.shard for f in findings),
+            shards=tuple(f.shard for f in findings if f.shard is not None),  # () fleet-wide
             title=text.title,
             body=text.body,
             epoch=epoch,

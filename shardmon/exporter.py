@@ -17,7 +17,7 @@ from aiohttp import web
 
 from shardmon.failures import REDIS_FAILURES, classify
 from shardmon.keys import Keys
-from shardmon.models import Sample
+from shardmon.models import GatewayState, Sample, SessionStartLimit
 from shardmon.rules import Limits
 from shardmon.store import Store
 
@@ -76,6 +76,34 @@ _PER_SHARD: list[tuple[str, str, Callable[[Sample, float], float]]] = [
 ]
 
 
+#: Per-shard gateway figures: name suffix, type, help, value (state, the sample's age).
+_PER_GATEWAY: list[tuple[str, str, str, Callable[[GatewayState, float], float]]] = [
+    ("connected", "gauge", "1 while the shard's gateway is connected.",
+     lambda g, _: float(g.connected)),
+    ("dispatch_age_seconds", "gauge", "Seconds since the shard's last gateway dispatch.",
+     lambda g, age: math.nan if g.dispatch_age_s is None else g.dispatch_age_s + max(0, age)),
+    ("gateway_disconnects_total", "counter", "Gateway disconnects since the process started.",
+     lambda g, _: float(g.disconnects_total)),
+    ("loop_stalls_total", "counter",
+     "discord.py heartbeat-blocked and can't-keep-up warnings since the process started.",
+     lambda g, _: float(g.stalls_total)),
+]  # fmt: skip
+
+#: The bot's session start limit (the IDENTIFY budget) as the leader last read it.
+_SESSION_START: list[tuple[str, str, Callable[[SessionStartLimit, float], float]]] = [
+    ("total", "Session starts allowed per reset period.", lambda x, _: float(x.total)),
+    ("remaining", "Session starts left when last read.", lambda x, _: float(x.remaining)),
+    ("reset_seconds", "Seconds until the session start limit resets.",
+     lambda x, now: max(0.0, x.resets_at - now)),
+    ("max_concurrency", "IDENTIFYs allowed per 5 seconds.", lambda x, _: float(x.max_concurrency)),
+]  # fmt: skip
+
+
+def _up(online: bool, sample: Sample | None) -> bool:
+    gateway = None if sample is None else sample.gateway
+    return online and (gateway is None or gateway.connected)
+
+
 async def render_metrics(store: Store, limits: Limits, shard_count: int) -> str:
     """The fleet's metrics now, in the text exposition format."""
     now = time.time()
@@ -86,12 +114,24 @@ async def render_metrics(store: Store, limits: Limits, shard_count: int) -> str:
     alert_counts = await store.alert_counts()
     m = _Metrics()
     shards = summary.shards
-    up = [({"shard": str(s.shard)}, float(s.online)) for s in shards]
-    m.family("shardmon_shard_up", "gauge", "1 when the shard sent a heartbeat recently.", up)
+    up = [({"shard": str(s.shard)}, float(_up(s.online, s.sample))) for s in shards]
+    m.family(
+        "shardmon_shard_up", "gauge",
+        "1 when the shard sent a heartbeat recently and its gateway is connected (where known).",
+        up,
+    )  # fmt: skip
     sampled = [s.sample for s in shards if s.sample is not None]
     for suffix, help, value in _PER_SHARD:
         samples = [({"shard": str(x.shard)}, value(x, now)) for x in sampled]
         m.family(f"shardmon_shard_{suffix}", "gauge", help, samples)
+    gateways = [(x.shard, x.gateway, now - x.ts) for x in sampled if x.gateway is not None]
+    for suffix, kind, help, read in _PER_GATEWAY:
+        values = [({"shard": str(shard)}, read(g, age)) for shard, g, age in gateways]
+        m.family(f"shardmon_shard_{suffix}", kind, help, values)
+    limit = await store.session_limit()
+    for suffix, help, of_limit in _SESSION_START:
+        values = [] if limit is None else [({}, of_limit(limit, now))]
+        m.family(f"shardmon_session_start_{suffix}", "gauge", help, values)
     m.family(
         "shardmon_restarts_total", "counter", "Restarts recorded, by shard and type.",
         [({"shard": str(s), "type": t}, float(n)) for (s, t), n in sorted(restart_counts.items())],

@@ -39,7 +39,7 @@ ROLLUP_HOUR_TTL_S = 30 * 86400
 GATEWAY_EVENTS_TTL_S = 7 * 86400
 #: `fleet` outlives its leader by a day at most: a deployment that stopped leaves no litter.
 FLEET_TTL_S = 86400
-#: `resolved:<rule>:<shard>` outlives any resend of its claim (5 s timeout, 1 retry).
+#: `resolved:<rule>[:<shard>]` outlives any resend of its claim (5 s timeout, 1 retry).
 RESOLUTION_CLAIM_TTL_S = 60
 #: `alerts` keeps the newest 100 alerts: the answer to "why did no alert reach Discord?".
 ALERTS_CAP = 100
@@ -58,11 +58,13 @@ LAYOUT: dict[str, tuple[str, str]] = {
     "restarts:<shard>": ("zset", "restarts of one shard: the storm count is a ZCOUNT here"),
     "gateway:<shard>:identify": ("zset", "IDENTIFYs of one shard, score = time, 7 days"),
     "gateway:<shard>:resume": ("zset", "RESUMEs of one shard, score = time, 7 days"),
+    "identifies": ("zset", "<shard>:<time>:<id> per IDENTIFY of the fleet, 7 days (addition)"),
+    "session_start_limit": ("hash", "the bot's IDENTIFY budget, read by the leader (addition)"),
     "leader": ("string", "the leading node, SET NX with a PX lease"),
     "leader:epoch": ("string", "INCRed on every new leadership: the fencing epoch"),
     "alert:<rule>[:<shard>]": ("string", "dedupe guard SET NX EX dedupe_s: muted while it lives"),
     "active_alerts": ("hash", "<rule>:<shard> alerted, not yet resolved: resolutions owed"),
-    "resolved:<rule>:<shard>": ("string", "token of a resolution claim, 60 s (addition)"),
+    "resolved:<rule>[:<shard>]": ("string", "token of a resolution claim, 60 s (addition)"),
     "alerts": ("list", "newest-first alerts sent and resolved, with delivery; 100 kept"),
     "alert_counts": ("hash", "<rule>:<kind> -> alerts delivered ever (addition)"),
     "rollup:<minute>": ("hash", "fleet aggregates of one minute, 2 days"),
@@ -121,6 +123,8 @@ class Keys:
     heartbeats: str = field(init=False, repr=False)
     fleet: str = field(init=False, repr=False)
     restarts: str = field(init=False, repr=False)
+    identifies: str = field(init=False, repr=False)
+    session_start_limit: str = field(init=False, repr=False)
     leader: str = field(init=False, repr=False)
     leader_epoch: str = field(init=False, repr=False)
     active_alerts: str = field(init=False, repr=False)
@@ -189,8 +193,8 @@ class Keys:
         """The dedupe guard of a rule on one shard (or of the rule fleet-wide: no shard)."""
         return self._fill("alert:<rule>[:<shard>]", rule, shard)
 
-    def resolution(self, rule: str, shard: int) -> str:
-        return self._fill("resolved:<rule>:<shard>", rule, shard)
+    def resolution(self, rule: str, shard: int | None = None) -> str:
+        return self._fill("resolved:<rule>[:<shard>]", rule, shard)
 
     def rollup_minute(self, minute_start: int) -> str:
         return self._fill("rollup:<minute>", minute_start)

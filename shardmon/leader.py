@@ -9,7 +9,6 @@ because redis-py's retries can hold one call to a frozen Redis far longer than t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 
 from shardmon.failures import REDIS_FAILURES, classify
 from shardmon.store import Store
+from shardmon.tasks import Stopping
 
 __all__ = ["LeaderElection", "LeaseTiming"]
 
@@ -95,15 +95,14 @@ class LeaderElection:
             self.epoch = None
         return self.is_leader
 
-    async def run(self, stopping: asyncio.Event) -> None:
+    async def run(self, stopping: Stopping) -> None:
         """Campaign until `stopping` is set: renew every renew period, or retry with jitter."""
         while not stopping.is_set():
             await self.campaign_once()
             delay = self.timing.renew_s
             if not self.is_leader:
                 delay *= random.uniform(0.8, 1.2)  # followers do not all ask at once
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), delay)
+            await stopping.pause(delay)
 
     async def release(self) -> None:
         """Hand the lease back (compare-and-delete) so another node leads at once; also after

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -18,11 +19,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 __all__ = [
     "CRASH_ERROR_LIMIT",
     "CRASH_TRACEBACK_LIMIT",
+    "GatewayState",
     "MalformedData",
     "ProcessMetrics",
     "RestartEvent",
     "RestartType",
     "Sample",
+    "SessionStartLimit",
     "crash_metadata",
     "new_event",
     "parse_event",
@@ -64,8 +67,35 @@ class ProcessMetrics(_Strict):
     rss_mb: float = Field(ge=0)
 
 
+class GatewayState(_Strict):
+    """A shard's gateway connection as its process sees it, from discord.py's own events.
+
+    Durations (`since_s`, `dispatch_age_s`) are measured on the process's monotonic clock, so
+    that judging them does not depend on any host's wall clock; the `last_*` times are the
+    host's epoch seconds, for people. Counts of the last hour are a sliding window.
+    """
+
+    connected: bool
+    since_s: float = Field(ge=0)  # seconds since the shard last connected or disconnected
+    last_connect: float | None = None
+    last_disconnect: float | None = None
+    last_ready: float | None = None
+    last_resume: float | None = None
+    disconnects_1h: int = Field(default=0, ge=0)
+    disconnects_total: int = Field(default=0, ge=0)  # since the process started: a counter
+    dispatch_age_s: float | None = Field(default=None, ge=0)  # None: not measurable here
+    stalls_1h: int = Field(default=0, ge=0)  # heartbeat-blocked and can't-keep-up warnings
+    stalls_total: int = Field(default=0, ge=0)
+
+
 class Sample(ProcessMetrics):
-    """One shard's sample: its process's metrics plus its own gateway figures."""
+    """One shard's sample: its process's metrics plus its own gateway figures.
+
+    `gateway` is an addition to DESIGN.md's fields: None in samples of older monitors and of
+    processes that know no gateway (the node sidecar), which are judged by their process alone.
+    `gateway_malformed` is never written: it marks a sample read back whose `gateway` part did
+    not parse (dropped, and counted by the reader).
+    """
 
     shard: int = Field(ge=0)
     latency_ms: float | None = Field(default=None, ge=0)
@@ -73,9 +103,61 @@ class Sample(ProcessMetrics):
     users: int = Field(default=0, ge=0)
     node: str = ""
     started_at: float | None = None  # when its process started: uptime without another read
+    gateway: GatewayState | None = None
+    gateway_malformed: bool = Field(default=False, exclude=True)
 
     def to_json(self) -> str:
         return self.model_dump_json()
+
+
+class SessionStartLimit(_Strict):
+    """The bot's session start limit (Discord's IDENTIFY budget, from GET /gateway/bot) as the
+    leader last read it, kept in the `session_start_limit` hash (readable with redis-cli)."""
+
+    total: int = Field(ge=1)
+    remaining: int = Field(ge=0)
+    reset_after_ms: int = Field(ge=0)
+    max_concurrency: int = Field(ge=1)  # IDENTIFYs allowed per 5 seconds
+    read_at: float = Field(ge=0, allow_inf_nan=False)
+    synthetic: bool = False  # made up (the demo): every view says so
+
+    @property
+    def resets_at(self) -> float:
+        return self.read_at + self.reset_after_ms / 1000
+
+    def full_restart_s(self, shards: int) -> float:
+        """How long IDENTIFYing `shards` shards takes at `max_concurrency` per 5 seconds."""
+        return math.ceil(shards / self.max_concurrency) * 5.0
+
+    @classmethod
+    def from_discord(cls, payload: object, read_at: float) -> SessionStartLimit:
+        """Discord's `session_start_limit` object; MalformedData for anything else."""
+        if not isinstance(payload, dict):
+            raise MalformedData(f"not a session start limit: {type(payload).__name__}")
+        try:
+            return cls(
+                total=payload["total"],
+                remaining=payload["remaining"],
+                reset_after_ms=payload["reset_after"],
+                max_concurrency=payload["max_concurrency"],
+                read_at=read_at,
+            )
+        except (KeyError, ValidationError) as exc:
+            raise MalformedData(f"not a session start limit: {exc!s:.200}") from None
+
+    def fields(self) -> dict[str, str]:
+        """As the `session_start_limit` hash holds it."""
+        return {name: str(int(value) if isinstance(value, bool) else value)
+                for name, value in self.model_dump().items()}  # fmt: skip
+
+    @classmethod
+    def from_fields(cls, raw: Mapping[str, str]) -> SessionStartLimit:
+        try:
+            return cls.model_validate(dict(raw))
+        except ValidationError as exc:
+            raise MalformedData(
+                f"not a session start limit: {exc.error_count()} error(s)"
+            ) from None
 
 
 class RestartEvent(_Strict):
@@ -171,10 +253,19 @@ def new_event(
 
 
 def parse_sample(raw: str | bytes) -> Sample:
+    """A sample read back; one whose only fault is its `gateway` part keeps the rest, with
+    `gateway_malformed` set, so that a bad gateway field never hides a shard's process."""
     try:
         sample = Sample.model_validate_json(raw)
     except ValidationError as exc:
-        raise MalformedData(f"not a sample: {exc.error_count()} error(s)") from None
+        if not all(error["loc"][:1] == ("gateway",) for error in exc.errors()):
+            raise MalformedData(f"not a sample: {exc.error_count()} error(s)") from None
+        data = json.loads(raw)
+        data.update(gateway=None, gateway_malformed=True)
+        try:
+            sample = Sample.model_validate(data)
+        except ValidationError:  # the same fields passed above; never expected
+            raise MalformedData("not a sample") from None
     if not math.isfinite(sample.ts):
         raise MalformedData("not a sample: ts is not finite")
     return sample

@@ -4,7 +4,6 @@ duties (election, judge, alerter), built by `build_monitor()` and started and st
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -15,14 +14,14 @@ import redis.asyncio as aioredis
 from shardmon.alerts import Alerter
 from shardmon.collector import Collector
 from shardmon.config import MonitorConfig, default_node
-from shardmon.judge import FleetJudge
+from shardmon.judge import FleetJudge, SessionLimitSource
 from shardmon.keys import Keys
 from shardmon.leader import LeaderElection, LeaseTiming
 from shardmon.rules import DEFAULT_RULES, CpuRule, MemoryRule, RestartStormRule, Rule
 from shardmon.sampler import GatewayProvider, GatewayStats, Sampler
 from shardmon.sinks import LogSink, Sink
 from shardmon.store import Store
-from shardmon.tasks import TaskSet
+from shardmon.tasks import Stopping, TaskSet
 
 if TYPE_CHECKING:
     from shardmon.health import HealthServer
@@ -75,7 +74,7 @@ class SystemMonitor:
         self.health = health
         self._sampling = TaskSet()
         self._leading = TaskSet()
-        self._stopping = asyncio.Event()
+        self._stopping = Stopping()
         self._started = False
         self._campaigning = False
 
@@ -114,7 +113,7 @@ class SystemMonitor:
         if self.health is not None:
             self.health.started = time.monotonic()
             await self.health.start()
-        self._stopping = asyncio.Event()  # one per run: ends every loop of this monitor
+        self._stopping = Stopping()  # one per run: ends every loop of this monitor
         if sample:
             self._sampling.spawn(self.sampler.run(self._stopping), name="shardmon-sampling")
         if self.config.leader_eligible:
@@ -154,6 +153,7 @@ def build_monitor(
     collector: Collector | None = None,
     sinks: Sequence[Sink] | None = None,
     rules: Sequence[Rule] = DEFAULT_RULES,
+    session_limits: SessionLimitSource | None = None,
 ) -> SystemMonitor:
     """A process's monitor, wired: its store on `client`, its sampler, the leader's duties and,
     with `config.health_port`, a health server.
@@ -165,6 +165,8 @@ def build_monitor(
         collector: the metrics source; a `Collector` of the journal's filesystem by default.
         sinks: where this process's alerts go when it leads (the log by default).
         rules: what the leader judges (`DEFAULT_RULES`).
+        session_limits: reads the bot's session start limit from Discord when this process
+            leads (the cog passes one through discord.py); without it, none is read.
     """
     store = Store(client, Keys(config.deployment), config.history_size)
     sampler = Sampler(config, store, gateway=gateway, collector=collector)
@@ -176,7 +178,7 @@ def build_monitor(
         dedupe_s=config.alert_dedupe_s,
     )
     judge = FleetJudge(store, election, alerter, config.limits, rules=rules,
-                       shard_count=config.shard_count)  # fmt: skip
+                       shard_count=config.shard_count, session_limits=session_limits)  # fmt: skip
     health = None
     if config.health_port is not None:
         from shardmon.health import HealthServer  # aiohttp only where a port is asked for

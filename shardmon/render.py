@@ -5,8 +5,19 @@ from __future__ import annotations
 import math
 import unicodedata
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-__all__ = ["defuse_mentions", "format_uptime", "sparkline", "status_emoji", "table"]
+if TYPE_CHECKING:
+    from shardmon.models import SessionStartLimit
+
+__all__ = [
+    "defuse_mentions",
+    "format_uptime",
+    "session_limit_line",
+    "sparkline",
+    "status_emoji",
+    "table",
+]
 
 
 #: Uptimes beyond this come from clocks or data gone wrong, not from a running process.
@@ -102,3 +113,18 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(cells[0]), rule, *(line(row) for row in cells[1:])])
+
+
+def session_limit_line(limit: SessionStartLimit | None, shard_count: int, now: float) -> str:
+    """The IDENTIFY budget in one line: left of total, when it resets, `max_concurrency`, and
+    how long a full restart of every shard takes at it (shards / max_concurrency x 5 s)."""
+    if limit is None:
+        return "unknown (the leader reads it from Discord with the bot's token)"
+    resets = format_uptime(limit.resets_at - now) if limit.resets_at > now else "reset since"
+    restart = format_uptime(limit.full_restart_s(shard_count))
+    return (
+        f"{limit.remaining:,} of {limit.total:,} left, resets in {resets}, "
+        f"max_concurrency {limit.max_concurrency}: a full restart of {shard_count:,} "
+        f"shard{'s' if shard_count != 1 else ''} takes {restart}"
+        + (" (synthetic: the demo's, not Discord's)" if limit.synthetic else "")
+    )

@@ -10,29 +10,37 @@ pure: no Redis, no Discord.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
-from shardmon.models import Sample
+from shardmon.models import GatewayState, Sample, SessionStartLimit
 from shardmon.render import format_uptime
 
 __all__ = [
     "DEFAULT_RULES",
     "AlertText",
     "CpuRule",
+    "DisconnectedRule",
     "Finding",
     "FleetView",
+    "GatewayOutageRule",
+    "IdentifyBudgetRule",
     "IdentifyStormRule",
     "Limit",
     "Limits",
+    "LoopStallRule",
     "MemoryRule",
     "OfflineRule",
     "RestartStormRule",
     "Rule",
     "StormReport",
+    "ZombieRule",
+    "connection_state",
     "rule_limits",
+    "shard_badge",
     "storm_report",
     "window_words",
 ]
@@ -63,6 +71,21 @@ class FleetView:
     heartbeats: Mapping[int, float]
     restarts_in_window: Mapping[int, int]
     identifies_24h: Mapping[int, int] = field(default_factory=dict)
+    #: IDENTIFYs of the whole fleet in the last hour: the burn rate of the session budget.
+    identifies_1h: int = 0
+    #: The bot's session start limit as the leader last read it (None: never, or unknown).
+    session_limit: SessionStartLimit | None = None
+    #: Conditions announced and not yet resolved (`<rule>[:<shard>]`) -> when announced.
+    active: Mapping[str, float] = field(default_factory=dict)
+    shard_count: int = 0
+
+    @property
+    def full_restart_s(self) -> float:
+        """How long IDENTIFYing every shard takes at the bot's `max_concurrency` (1 if
+        unknown): how long a shard may wait for its first connection after a start."""
+        limit = self.session_limit
+        shards = max(self.shard_count, len(self.latest))
+        return limit.full_restart_s(shards) if limit else math.ceil(shards) * 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,8 +123,10 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class Finding:
+    """A rule broken: on one shard, or by the whole fleet (`shard` None)."""
+
     rule: str
-    shard: int
+    shard: int | None
     value: float
     threshold: float
 
@@ -127,14 +152,20 @@ class Rule(Thresholded, Protocol):
     def options(self) -> tuple[Limit, ...]:
         """The rule's other settings (the storm window), validated like its threshold."""
 
+    @property
+    def inhibits(self) -> tuple[str, ...]:
+        """Rules whose alerts are held while this one fires or is announced (an outage holds
+        the per-shard `disconnected` alerts: one incident, not hundreds of alerts)."""
+
     def judge(self, fleet: FleetView, limits: Limits) -> list[Finding]:
         """The shards that break the rule now."""
 
     def describe(self, findings: Sequence[Finding], fleet: FleetView, limits: Limits) -> AlertText:
         """One message for all the shards that fired in one tick."""
 
-    def resolution(self, shard: int, fleet: FleetView, limits: Limits) -> AlertText | None:
-        """The "resolved" message when fresh data shows the shard clear, else None."""
+    def resolution(self, shard: int | None, fleet: FleetView, limits: Limits) -> AlertText | None:
+        """The "resolved" message when fresh data shows the shard (or the fleet, for a
+        fleet-wide rule: `shard` None) clear, else None."""
 
 
 def rule_limits(rules: Sequence[Rule]) -> Iterator[Limit]:
@@ -157,10 +188,17 @@ def window_words(seconds: float) -> tuple[str, str]:
     return (f"the last {unit}" if count == 1 else f"the last {period}"), period
 
 
-def _shard_list(shards: Sequence[int]) -> str:
+def _shard_list(shards: Sequence[int | None]) -> str:
     shown = ", ".join(str(s) for s in shards[:GROUP_NAMES_SHOWN])
     more = len(shards) - GROUP_NAMES_SHOWN
     return f"{shown}, … (+{more} more)" if more > 0 else shown
+
+
+def _on_shard(finding: Finding) -> int:
+    """The shard of a per-shard rule's finding (which always names one)."""
+    if finding.shard is None:
+        raise ValueError(f"a {finding.rule} finding names no shard")
+    return finding.shard
 
 
 def _fresh(fleet: FleetView, limits: Limits) -> dict[int, Sample]:
@@ -194,6 +232,7 @@ class _ResourceRule:
     name: ClassVar[str]
     threshold: ClassVar[Limit]
     options: ClassVar[tuple[Limit, ...]] = ()
+    inhibits: ClassVar[tuple[str, ...]] = ()
 
     @property
     def label(self) -> str:
@@ -215,7 +254,7 @@ class _ResourceRule:
         title = "⚠️ High Resource Usage Detected"
         lines = [f"Critical thresholds exceeded: {self.label}"]
         if len(findings) == 1:
-            lines += _resource_details(fleet.latest[findings[0].shard], fleet.now)
+            lines += _resource_details(fleet.latest[_on_shard(findings[0])], fleet.now)
         else:
             worst = max(findings, key=lambda f: f.value)
             threshold = min(f.threshold for f in findings)
@@ -226,8 +265,8 @@ class _ResourceRule:
             lines.append(f"Highest: shard {worst.shard} at {worst.value:.1f}%")
         return AlertText(title, "\n".join(lines))
 
-    def resolution(self, shard: int, fleet: FleetView, limits: Limits) -> AlertText | None:
-        sample = _fresh(fleet, limits).get(shard)
+    def resolution(self, shard: int | None, fleet: FleetView, limits: Limits) -> AlertText | None:
+        sample = None if shard is None else _fresh(fleet, limits).get(shard)
         limit = limits.threshold(self, shard)
         if sample is None or float(getattr(sample, self.attribute)) > limit:
             return None
@@ -257,6 +296,7 @@ class _CountRule:
     name: ClassVar[str]
     threshold: ClassVar[Limit]
     options: ClassVar[tuple[Limit, ...]] = ()
+    inhibits: ClassVar[tuple[str, ...]] = ()
 
     def _counts(self, fleet: FleetView) -> Mapping[int, int]:
         raise NotImplementedError
@@ -268,7 +308,9 @@ class _CountRule:
             if count >= limits.threshold(self, shard)
         ]
 
-    def _count_if_clear(self, shard: int, fleet: FleetView, limits: Limits) -> int | None:
+    def _count_if_clear(self, shard: int | None, fleet: FleetView, limits: Limits) -> int | None:
+        if shard is None:
+            return None
         count = self._counts(fleet).get(shard, 0)
         return None if count >= limits.threshold(self, shard) else count
 
@@ -306,7 +348,7 @@ class RestartStormRule(_CountRule):
             ]
         return AlertText(title, "\n".join(lines))
 
-    def resolution(self, shard: int, fleet: FleetView, limits: Limits) -> AlertText | None:
+    def resolution(self, shard: int | None, fleet: FleetView, limits: Limits) -> AlertText | None:
         count = self._count_if_clear(shard, fleet, limits)
         if count is None:
             return None
@@ -325,6 +367,7 @@ class OfflineRule:
     name = "offline"
     threshold = Limit(None, "seconds without heartbeat", 3, 1, 7 * 86400)
     options: ClassVar[tuple[Limit, ...]] = ()
+    inhibits: ClassVar[tuple[str, ...]] = ()
 
     def judge(self, fleet: FleetView, limits: Limits) -> list[Finding]:
         return [
@@ -342,8 +385,8 @@ class OfflineRule:
             body = f"{len(findings)} shards silent: " + _shard_list([f.shard for f in findings])
         return AlertText("🔌 Shard Offline", body)
 
-    def resolution(self, shard: int, fleet: FleetView, limits: Limits) -> AlertText | None:
-        seen = fleet.heartbeats.get(shard)
+    def resolution(self, shard: int | None, fleet: FleetView, limits: Limits) -> AlertText | None:
+        seen = None if shard is None else fleet.heartbeats.get(shard)
         if seen is None or fleet.now - seen > limits.threshold(self, shard):
             return None
         return AlertText(f"✅ Resolved: shard {shard} is back online", "Heartbeats resumed")
@@ -370,7 +413,7 @@ class IdentifyStormRule(_CountRule):
         lines.append("Each one uses a daily session start: look for a reconnect loop.")
         return AlertText("🔁 Gateway Identify Storm", "\n".join(lines))
 
-    def resolution(self, shard: int, fleet: FleetView, limits: Limits) -> AlertText | None:
+    def resolution(self, shard: int | None, fleet: FleetView, limits: Limits) -> AlertText | None:
         count = self._count_if_clear(shard, fleet, limits)
         if count is None:
             return None
@@ -379,12 +422,340 @@ class IdentifyStormRule(_CountRule):
         )
 
 
+# -- the gateway: connections, zombies, stalls, the IDENTIFY budget, outages ---------------------
+
+
+def _gateways(fleet: FleetView, limits: Limits) -> dict[int, tuple[Sample, GatewayState, float]]:
+    """Fresh samples that carry gateway state, each with its age at `fleet.now` (a sample's
+    durations grow by its age: they were measured when it was taken)."""
+    return {
+        shard: (sample, sample.gateway, max(0.0, fleet.now - sample.ts))
+        for shard, sample in _fresh(fleet, limits).items()
+        if sample.gateway is not None
+    }
+
+
+def _clock(ts: float | None) -> str:
+    return "?" if ts is None else time.strftime("%H:%M:%S UTC", time.gmtime(ts))
+
+
+class DisconnectedRule:
+    """A shard's gateway disconnected longer than the threshold while its process reports
+    (discord.py reconnects by itself: a shard down this long is stuck). A shard that has not
+    connected since its process started is given the fleet's full IDENTIFY time first."""
+
+    __slots__ = ()
+    name = "disconnected"
+    threshold = Limit("disconnected_after_s", "seconds disconnected", 120, 10, 86400, True)
+    options: ClassVar[tuple[Limit, ...]] = ()
+    inhibits: ClassVar[tuple[str, ...]] = ()
+
+    def judge(self, fleet: FleetView, limits: Limits) -> list[Finding]:
+        findings = []
+        for shard, (_, gateway, age) in sorted(_gateways(fleet, limits).items()):
+            if gateway.connected:
+                continue
+            limit = limits.threshold(self, shard)
+            allowance = limit if gateway.last_connect is not None else limit + fleet.full_restart_s
+            if gateway.since_s + age > allowance:
+                findings.append(Finding(self.name, shard, gateway.since_s + age, limit))
+        return findings
+
+    def describe(self, findings: Sequence[Finding], fleet: FleetView, limits: Limits) -> AlertText:
+        title = "🔌 Shard Gateway Disconnected"
+        if len(findings) == 1:
+            f = findings[0]
+            sample = fleet.latest[f.shard] if f.shard is not None else None
+            gateway = sample.gateway if sample else None
+            since = (
+                "never connected"
+                if gateway and gateway.last_connect is None
+                else (f"since {_clock(gateway.last_disconnect if gateway else None)}")
+            )
+            body = [
+                f"Shard {f.shard}: gateway disconnected for {format_uptime(f.value)} ({since})",
+                f"Its process still reports ({sample.node if sample else '?'}); "
+                "discord.py has not managed to reconnect it.",
+                f"Threshold: {format_uptime(f.threshold)}",
+            ]
+        else:
+            body = [
+                f"{len(findings)} shards disconnected longer than "
+                f"{format_uptime(min(f.threshold for f in findings))}: "
+                + _shard_list([f.shard for f in findings]),
+                "Their processes still report; discord.py has not managed to reconnect them.",
+            ]
+        return AlertText(title, "\n".join(body))
+
+    def resolution(self, shard: int | None, fleet: FleetView, limits: Limits) -> AlertText | None:
+        found = None if shard is None else _gateways(fleet, limits).get(shard)
+        if found is None or not found[1].connected:
+            return None
+        gateway = found[1]
+        how = "resumed" if (gateway.last_resume or 0) > (gateway.last_connect or 0) else "connected"
+        return AlertText(
+            f"✅ Resolved: shard {shard} gateway connected", f"Shard {shard} {how} again"
+        )
+
+
+class ZombieRule:
+    """A connected shard with servers that has received no gateway dispatch for the threshold:
+    a zombie connection, heartbeats acknowledged but no events (0 turns the rule off)."""
+
+    __slots__ = ()
+    name = "zombie"
+    threshold = Limit("zombie_after_s", "seconds without a dispatch (0: off)", 900, 0, 86400, True)
+    options: ClassVar[tuple[Limit, ...]] = ()
+    inhibits: ClassVar[tuple[str, ...]] = ()
+
+    def silent_for(self, sample: Sample, gateway: GatewayState, age: float) -> float | None:
+        if not gateway.connected or sample.guilds <= 0 or gateway.dispatch_age_s is None:
+            return None
+        return gateway.dispatch_age_s + age
+
+    def judge(self, fleet: FleetView, limits: Limits) -> list[Finding]:
+        findings = []
+        for shard, (sample, gateway, age) in sorted(_gateways(fleet, limits).items()):
+            limit = limits.threshold(self, shard)
+            silent = self.silent_for(sample, gateway, age)
+            if limit > 0 and silent is not None and silent > limit:
+                findings.append(Finding(self.name, shard, silent, limit))
+        return findings
+
+    def describe(self, findings: Sequence[Finding], fleet: FleetView, limits: Limits) -> AlertText:
+        lines = []
+        for f in findings[:GROUP_NAMES_SHOWN]:
+            sample = fleet.latest.get(_on_shard(f))
+            guilds = sample.guilds if sample else 0
+            lines.append(
+                f"Shard {f.shard}: connected, {guilds:,} servers, no gateway event for "
+                f"{format_uptime(f.value)}"
+            )
+        if len(findings) > GROUP_NAMES_SHOWN:
+            lines.append(f"… (+{len(findings) - GROUP_NAMES_SHOWN} more shards)")
+        lines.append("A zombie connection: restart these shards (their sessions resume).")
+        return AlertText("🧟 Zombie Shard", "\n".join(lines))
+
+    def resolution(self, shard: int | None, fleet: FleetView, limits: Limits) -> AlertText | None:
+        found = None if shard is None else _gateways(fleet, limits).get(shard)
+        if found is None:
+            return None
+        silent = self.silent_for(*found)
+        if silent is not None and silent > limits.threshold(self, shard):
+            return None
+        return AlertText(
+            f"✅ Resolved: zombie shard {shard}", f"Shard {shard} receives gateway events again"
+        )
+
+
+class LoopStallRule:
+    """discord.py warned that a shard's heartbeat was blocked or could not keep up: the bot's
+    event loop stalled (a blocking call in a handler), threshold-many times in the last hour."""
+
+    __slots__ = ()
+    name = "loop_stall"
+    threshold = Limit("loop_stall_threshold", "warnings in an hour", 1, 1, 10_000, True)
+    options: ClassVar[tuple[Limit, ...]] = ()
+    inhibits: ClassVar[tuple[str, ...]] = ()
+
+    def judge(self, fleet: FleetView, limits: Limits) -> list[Finding]:
+        return [
+            Finding(self.name, shard, gateway.stalls_1h, limits.threshold(self, shard))
+            for shard, (_, gateway, _) in sorted(_gateways(fleet, limits).items())
+            if gateway.stalls_1h >= limits.threshold(self, shard)
+        ]
+
+    def describe(self, findings: Sequence[Finding], fleet: FleetView, limits: Limits) -> AlertText:
+        lines = [
+            f"Shard {f.shard}: {f.value:.0f} heartbeat-blocked or can't-keep-up warning(s) "
+            "in the last hour"
+            for f in findings[:GROUP_NAMES_SHOWN]
+        ]
+        if len(findings) > GROUP_NAMES_SHOWN:
+            lines.append(f"… (+{len(findings) - GROUP_NAMES_SHOWN} more shards)")
+        lines.append(
+            "The bot's event loop was blocked (a blocking call in a handler?): discord.py "
+            "logs where it was, under discord.gateway."
+        )
+        return AlertText("🐢 Event Loop Stalled", "\n".join(lines))
+
+    def resolution(self, shard: int | None, fleet: FleetView, limits: Limits) -> AlertText | None:
+        found = None if shard is None else _gateways(fleet, limits).get(shard)
+        if found is None or found[1].stalls_1h >= limits.threshold(self, shard):
+            return None
+        return AlertText(
+            f"✅ Resolved: event loop stalls on shard {shard}", "No stall warning in the last hour"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetVerdict:
+    """The session start limit judged: how much is left, and where the last hour's rate
+    would take it before the reset."""
+
+    limit: SessionStartLimit
+    left_percent: float
+    resets_in_s: float
+    runs_out_in_s: float | None  # at the last hour's rate; None when it is not burning
+
+    def low(self, warn_percent: float) -> bool:
+        return self.left_percent < warn_percent
+
+    @property
+    def exhausts_before_reset(self) -> bool:
+        return self.runs_out_in_s is not None and self.runs_out_in_s < self.resets_in_s
+
+
+class IdentifyBudgetRule:
+    """The bot's session start limit (1,000 IDENTIFYs a day for most bots, for all shards)
+    below the threshold percent of its total, or burning at a rate that exhausts it before it
+    resets. When it runs out, Discord ends every session and resets the bot's token."""
+
+    __slots__ = ()
+    name = "identify_budget"
+    threshold = Limit("identify_budget_warn", "percent of the daily total left", 25, 1, 100)
+    options: ClassVar[tuple[Limit, ...]] = ()
+    inhibits: ClassVar[tuple[str, ...]] = ()
+
+    @staticmethod
+    def verdict(fleet: FleetView) -> BudgetVerdict | None:
+        """The budget now, or None when unknown or read before its last reset (stale)."""
+        limit = fleet.session_limit
+        if limit is None or limit.resets_at <= fleet.now:
+            return None
+        # One IDENTIFY a shard is what a full restart (a deployment) costs: only a faster
+        # burn than that is projected.
+        burning = fleet.identifies_1h > max(fleet.shard_count, 1)
+        return BudgetVerdict(
+            limit=limit,
+            left_percent=100 * limit.remaining / limit.total,
+            resets_in_s=limit.resets_at - fleet.now,
+            runs_out_in_s=limit.remaining / fleet.identifies_1h * 3600 if burning else None,
+        )
+
+    def judge(self, fleet: FleetView, limits: Limits) -> list[Finding]:
+        verdict, warn = self.verdict(fleet), limits.threshold(self)
+        if verdict is None or not (verdict.low(warn) or verdict.exhausts_before_reset):
+            return []
+        return [Finding(self.name, None, verdict.limit.remaining, warn)]
+
+    def describe(self, findings: Sequence[Finding], fleet: FleetView, limits: Limits) -> AlertText:
+        verdict = self.verdict(fleet)
+        assert verdict is not None  # it fired on this fleet
+        limit = verdict.limit
+        lines = [
+            f"{limit.remaining:,} of {limit.total:,} session starts left "
+            f"({verdict.left_percent:.0f}%), resets in {format_uptime(verdict.resets_in_s)}",
+            f"Fleet IDENTIFYs in the last hour: {fleet.identifies_1h:,}",
+        ]
+        if verdict.runs_out_in_s is not None:
+            lines.append(f"At that rate it runs out in {format_uptime(verdict.runs_out_in_s)}")
+        lines.append(
+            "When it runs out, Discord ends every session and resets the bot token: stop "
+            "restart loops now (`shardmon restarts`, the identify_storm alerts)."
+        )
+        return AlertText("🪫 IDENTIFY Budget Low", "\n".join(lines))
+
+    def resolution(self, shard: int | None, fleet: FleetView, limits: Limits) -> AlertText | None:
+        verdict = self.verdict(fleet)
+        if verdict is None or verdict.low(limits.threshold(self)) or verdict.exhausts_before_reset:
+            return None
+        return AlertText(
+            "✅ Resolved: IDENTIFY budget",
+            f"{verdict.limit.remaining:,} of {verdict.limit.total:,} session starts left",
+        )
+
+
+class GatewayOutageRule:
+    """At least the threshold fraction of the reporting shards (and two) disconnected within
+    two ticks of each other: Discord's gateway, or this fleet's network, is down. One incident
+    alert instead of one a shard: it holds the per-shard `disconnected` alerts while it lasts,
+    and is resolved once most shards are back (fewer than half as many down as it took)."""
+
+    __slots__ = ()
+    name = "gateway_outage"
+    threshold = Limit("outage_fraction", "fraction of the shards", 0.5, 0.01, 1)
+    options: ClassVar[tuple[Limit, ...]] = ()
+    inhibits: ClassVar[tuple[str, ...]] = (DisconnectedRule.name,)
+
+    def _needed(self, reporting: int, limits: Limits) -> int:
+        return max(2, math.ceil(limits.threshold(self) * reporting))
+
+    def judge(self, fleet: FleetView, limits: Limits) -> list[Finding]:
+        if self.name in fleet.active:  # announced: one incident, until it is resolved
+            return []
+        gateways = _gateways(fleet, limits)
+        needed = self._needed(len(gateways), limits)
+        went_down = sorted(
+            fleet.now - age - gateway.since_s
+            for _, gateway, age in gateways.values()
+            if not gateway.connected and gateway.last_connect is not None
+        )
+        span = 2 * limits.interval_s
+        start, together = 0, 0
+        for end, instant in enumerate(went_down):  # the most disconnects within two ticks
+            while instant - went_down[start] > span:
+                start += 1
+            together = max(together, end - start + 1)
+        if together < needed:
+            return []
+        return [Finding(self.name, None, together, needed)]
+
+    def describe(self, findings: Sequence[Finding], fleet: FleetView, limits: Limits) -> AlertText:
+        gateways = _gateways(fleet, limits)
+        down = [s for s, (_, gateway, _) in sorted(gateways.items()) if not gateway.connected]
+        return AlertText(
+            "🌩️ Discord gateway outage suspected",
+            f"{len(down)} of {len(gateways)} shards disconnected: " + _shard_list(down) + "\n"
+            "One incident: per-shard disconnect alerts are held until it is resolved.",
+        )
+
+    def resolution(self, shard: int | None, fleet: FleetView, limits: Limits) -> AlertText | None:
+        gateways = _gateways(fleet, limits)
+        down = sum(not gateway.connected for _, gateway, _ in gateways.values())
+        if not gateways or down >= self._needed(len(gateways), limits) / 2:
+            return None
+        since = fleet.active.get(self.name)
+        lasted = f"; it lasted {format_uptime(fleet.now - since)}" if since else ""
+        return AlertText(
+            "✅ Resolved: Discord gateway outage",
+            f"{len(gateways) - down} of {len(gateways)} shards connected again{lasted}",
+        )
+
+
+def connection_state(sample: Sample | None, fleet_now: float, limits: Limits) -> str:
+    """A shard's gateway in words, as /shards and `shardmon status` show it: `connected`,
+    `connecting` (not yet since its process started), `resuming` (a short drop: discord.py
+    reconnects), `disconnected for 3m`, `zombie` (no dispatch for the zombie threshold), or
+    `-` for a sample without gateway state."""
+    gateway = None if sample is None else sample.gateway
+    if sample is None or gateway is None:
+        return "-"
+    age = max(0.0, fleet_now - sample.ts)
+    if gateway.connected:
+        zombie = ZombieRule()
+        silent = zombie.silent_for(sample, gateway, age)
+        limit = limits.threshold(zombie, sample.shard)
+        return "zombie" if limit > 0 and silent is not None and silent > limit else "connected"
+    if gateway.last_connect is None:
+        return "connecting"
+    down = gateway.since_s + age
+    if down <= limits.threshold(DisconnectedRule(), sample.shard):
+        return "resuming"
+    return f"disconnected for {format_uptime(down)}"
+
+
 DEFAULT_RULES: tuple[Rule, ...] = (
     MemoryRule(),
     CpuRule(),
     RestartStormRule(),
     OfflineRule(),
     IdentifyStormRule(),
+    DisconnectedRule(),
+    ZombieRule(),
+    LoopStallRule(),
+    IdentifyBudgetRule(),
+    GatewayOutageRule(),
 )
 
 
@@ -411,5 +782,17 @@ def storm_report(restarts: Mapping[int, int], limits: Limits, now: float) -> Sto
         window_s=limits.restart_window_s,
         threshold=limits.threshold(rule),
         restarts=dict(restarts),
-        storms={f.shard: int(f.value) for f in rule.judge(fleet, limits)},
+        storms={_on_shard(f): int(f.value) for f in rule.judge(fleet, limits)},
+    )
+
+
+def shard_badge(online: bool, state: str) -> str:
+    """A shard's status at a glance: its process (offline: 🔴 down) and its gateway
+    (`connection_state`): 🟢 up, 🟡 resuming or connecting, 🔌 disconnected, 🧟 zombie."""
+    if not online:
+        return "🔴 down"
+    if state.startswith("disconnected"):
+        return "🔌 disconnected"
+    return {"zombie": "🧟 zombie", "resuming": "🟡 resuming", "connecting": "🟡 connecting"}.get(
+        state, "🟢 up"
     )

@@ -22,6 +22,7 @@ from shardmon.config import MonitorConfig
 from shardmon.failures import REDIS_FAILURES, RedisFailure, classify
 from shardmon.journal import Journal
 from shardmon.models import (
+    GatewayState,
     ProcessMetrics,
     RestartEvent,
     RestartType,
@@ -30,7 +31,7 @@ from shardmon.models import (
 from shardmon.render import format_uptime
 from shardmon.stats import Spread, summarize_samples
 from shardmon.store import ShardInfo, Store
-from shardmon.tasks import pause
+from shardmon.tasks import Stopping
 
 __all__ = ["GatewayProvider", "GatewayStats", "Sampler"]
 
@@ -49,6 +50,7 @@ class GatewayStats:
     latency_ms: float | None = None
     guilds: int = 0
     users: int = 0
+    gateway: GatewayState | None = None  # its connection; None where nobody tracks it
 
 
 GatewayProvider = Callable[[int], GatewayStats]
@@ -109,7 +111,7 @@ class Sampler:
         if self.redis_available:
             await self._write_shard_info()
 
-    async def run(self, stopping: asyncio.Event) -> None:
+    async def run(self, stopping: Stopping) -> None:
         """Sample every interval until `stopping` is set; a failed tick is logged, the loop
         goes on."""
         interval = self.config.sample_interval_s
@@ -119,7 +121,7 @@ class Sampler:
                 await self.sample_once()
             except Exception:  # the loop must outlive any one bad tick; logged here
                 log.exception("sampling tick failed; retrying next interval")
-            await pause(stopping, max(0.0, interval - (time.monotonic() - started)))
+            await stopping.pause(max(0.0, interval - (time.monotonic() - started)))
 
     async def flush(self) -> None:
         """Try once more to write what is pending (on stop), and say what could not be."""
@@ -150,6 +152,7 @@ class Sampler:
                     users=stats.users,
                     node=self.config.node,
                     started_at=self.started_at,
+                    gateway=stats.gateway,
                 )
             )
         for sample in samples:

@@ -206,15 +206,29 @@ class FleetSummary:
     newest_start: float | None
     #: When these figures were taken (the leader's tick for the pre-aggregated `fleet` key).
     measured_at: float | None = None
+    #: Online shards whose sample carries gateway state, and those of them connected now.
+    gateway_known: int = 0
+    connected: int = 0
+
+    @property
+    def disconnected(self) -> int:
+        """Online shards whose process reports while their gateway is disconnected."""
+        return self.gateway_known - self.connected
+
+    @property
+    def up(self) -> int:
+        """Shards up: process reporting and gateway connected (where it is known)."""
+        return self.online - self.disconnected
 
 
 _SPREADS = ("memory", "cpu", "disk", "latency_ms")
 _COUNTS = ("online", "offline", "guilds", "users")
+_GATEWAY_COUNTS = ("gateway_known", "connected")  # absent from a `fleet` hash before them
 
 
 def fleet_fields(summary: FleetSummary) -> dict[str, str]:
     """A summary as the flat `fleet` hash holds it (readable with redis-cli HGETALL)."""
-    fields = {name: str(getattr(summary, name)) for name in _COUNTS}
+    fields = {name: str(getattr(summary, name)) for name in (*_COUNTS, *_GATEWAY_COUNTS)}
     fields["ts"] = repr(summary.measured_at)
     for name in _SPREADS:
         spread: Spread | None = getattr(summary, name)
@@ -231,7 +245,12 @@ def parse_fleet_fields(raw: Mapping[str, str]) -> FleetSummary:
     field is missing or not a finite number (someone edited it by hand)."""
     try:
         counts = {name: int(raw[name]) for name in _COUNTS}
-        numbers = {k: float(v) for k, v in raw.items() if k not in _COUNTS}
+        counts |= {name: int(raw.get(name, 0)) for name in _GATEWAY_COUNTS}
+        numbers = {
+            k: float(v) for k, v in raw.items() if k not in _COUNTS and k not in _GATEWAY_COUNTS
+        }
+        if counts["connected"] > counts["gateway_known"]:
+            raise ValueError("more shards connected than known")
         if not all(math.isfinite(v) for v in numbers.values()) or min(counts.values()) < 0:
             raise ValueError("not finite")
         spreads = {
@@ -253,6 +272,8 @@ def parse_fleet_fields(raw: Mapping[str, str]) -> FleetSummary:
             oldest_start=numbers.get("oldest_start"),
             newest_start=numbers.get("newest_start"),
             measured_at=numbers["ts"],
+            gateway_known=counts["gateway_known"],
+            connected=counts["connected"],
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise MalformedData(f"not a fleet summary ({exc})") from None
@@ -275,6 +296,7 @@ def summarize_fleet(
     starts = [s.started_at for s in live if s.started_at is not None]
     latencies = [s.latency_ms for s in live if s.latency_ms is not None]
     online = sum(s.online for s in statuses)
+    gateways = [s.gateway for s in live if s.gateway is not None]
     return FleetSummary(
         shards=statuses,
         online=online,
@@ -288,4 +310,6 @@ def summarize_fleet(
         oldest_start=min(starts, default=None),
         newest_start=max(starts, default=None),
         measured_at=now,
+        gateway_known=len(gateways),
+        connected=sum(g.connected for g in gateways),
     )

@@ -9,12 +9,11 @@ tasks and stops them together.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["TaskSet", "pause", "spawn"]
+__all__ = ["Stopping", "TaskSet", "spawn"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -74,7 +73,41 @@ def spawn(work: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:
     return _process_tasks.spawn(work, name)
 
 
-async def pause(stopping: asyncio.Event, seconds: float) -> None:
-    """Sleep `seconds`, or less if `stopping` is set meanwhile: a loop's wait between ticks."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stopping.wait(), seconds)
+class Stopping:
+    """The stop signal of a monitor's loops, and their wait between ticks.
+
+    `pause()` is a plain `asyncio.sleep`, which a simulated clock (SimCord's `advance_time`,
+    a test's) can drive; `set()` cuts every pause short at once. A wait on an event under
+    `asyncio.wait_for` would end early just as well, but no simulator can tell it from a hang.
+    """
+
+    def __init__(self) -> None:
+        self._set = False
+        self._sleeping: set[asyncio.Task[Any]] = set()
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        """Stop: every loop ends at its next check, and those pausing wake now."""
+        self._set = True
+        for task in self._sleeping:
+            task.cancel(_WAKE)
+
+    async def pause(self, seconds: float) -> None:
+        """Sleep `seconds`, or until `set()`."""
+        task = asyncio.current_task()
+        if self._set or task is None:
+            return
+        self._sleeping.add(task)
+        try:
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError as cancelled:
+            if cancelled.args != (_WAKE,):
+                raise
+            task.uncancel()  # woken by `set()`, not cancelled: the loop ends by its check
+        finally:
+            self._sleeping.discard(task)
+
+
+_WAKE = "shardmon: stopping"

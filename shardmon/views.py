@@ -14,8 +14,17 @@ from typing import TYPE_CHECKING, Any
 
 from shardmon.keys import KeyInfo
 from shardmon.models import RestartEvent
-from shardmon.render import format_uptime, status_emoji, table
-from shardmon.rules import DEFAULT_RULES, CpuRule, Limits, MemoryRule, Rule, StormReport
+from shardmon.render import format_uptime, session_limit_line, status_emoji, table
+from shardmon.rules import (
+    DEFAULT_RULES,
+    CpuRule,
+    Limits,
+    MemoryRule,
+    Rule,
+    StormReport,
+    connection_state,
+    shard_badge,
+)
 from shardmon.stats import Performance, RestartStats, Spread
 from shardmon.store import FleetStatus, PruneResult
 
@@ -33,8 +42,8 @@ __all__ = [
     "thresholds_view",
 ]
 
-_SHARD_HEADERS = ["shard", "status", "cpu%", "mem%", "ms", "guilds", "uptime", "seen", "id/24h",
-                  "res/24h"]  # fmt: skip
+_SHARD_HEADERS = ["shard", "status", "gateway", "cpu%", "mem%", "ms", "guilds", "uptime", "seen",
+                  "id/24h", "res/24h"]  # fmt: skip
 
 
 def _spread(spread: Spread | None, warn: float, critical: float) -> str:
@@ -58,15 +67,22 @@ def status_view(status: FleetStatus, settings: Settings, *, as_json: bool = Fals
     )
     limits, warn, shard_count = settings.limits, settings.warn_level, settings.shard_count
     memory_critical, cpu_critical = limits.threshold(MemoryRule()), limits.threshold(CpuRule())
+    limit = status.session_limit
+    states = {s.shard: connection_state(s.sample, now, limits) if s.online else "-"
+              for s in summary.shards}  # fmt: skip
     if as_json:
         return {
-            "online": summary.online, "offline": summary.offline, "guilds": summary.guilds,
+            "online": summary.online, "offline": summary.offline, "up": summary.up,
+            "connected": summary.connected, "disconnected": summary.disconnected,
+            "guilds": summary.guilds,
             "users": summary.users, "leader": leadership.node, "epoch": leadership.epoch,
             "memory": summary.memory and asdict(summary.memory),
             "cpu": summary.cpu and asdict(summary.cpu),
             "disk": summary.disk and asdict(summary.disk),
+            "session_start_limit": limit and limit.model_dump(),
             "shards": [
-                {"shard": s.shard, "online": s.online, "last_seen": s.last_seen,
+                {"shard": s.shard, "online": s.online, "gateway": states[s.shard],
+                 "last_seen": s.last_seen,
                  "sample": s.sample and s.sample.model_dump(),
                  "identifies_24h": gateway[s.shard].identifies,
                  "resumes_24h": gateway[s.shard].resumes}
@@ -75,12 +91,14 @@ def status_view(status: FleetStatus, settings: Settings, *, as_json: bool = Fals
         }  # fmt: skip
     seen = {s.shard for s in summary.shards}
     never = [s for s in range(shard_count) if s not in seen]
-    health = "🔴 needs attention" if summary.offline or never else "🟢 healthy"
+    attention = summary.offline or never or summary.disconnected
+    health = "🔴 needs attention" if attention else "🟢 healthy"
     uptime = format_uptime(now - summary.oldest_start) if summary.oldest_start else "unknown"
     lease_s = leadership.lease_ms / 1000
     lines = [
         f"deployment {settings.deployment}: {health}",
-        f"  shards    🟢 {summary.online} online, 🔴 {summary.offline} offline"
+        f"  shards    🟢 {summary.up} up, 🔌 {summary.disconnected} disconnected, "
+        f"🔴 {summary.offline} offline"
         + (f", ⚪ {len(never)} never seen" if never else "")
         + f" ({shard_count} configured)",
         f"  uptime    {uptime} (oldest shard)",
@@ -90,13 +108,14 @@ def status_view(status: FleetStatus, settings: Settings, *, as_json: bool = Fals
         f"  servers   {summary.guilds:,}   users {summary.users:,}",
         f"  leader    {leadership.node or 'none'} "
         f"(epoch {leadership.epoch}, lease {lease_s:.1f} s left)",
+        f"  identify  {session_limit_line(limit, shard_count, now)}",
         "",
     ]
     rows = []
     for s in summary.shards:
         sample, counts = s.sample, gateway[s.shard]
         rows.append([
-            s.shard, "🟢 up" if s.online else "🔴 down",
+            s.shard, shard_badge(s.online, states[s.shard]), states[s.shard],
             f"{sample.cpu:.1f}" if sample else "-", f"{sample.memory:.1f}" if sample else "-",
             f"{sample.latency_ms:.0f}" if sample and sample.latency_ms is not None else "-",
             f"{sample.guilds:,}" if sample else "-",

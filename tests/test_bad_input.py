@@ -257,6 +257,8 @@ def test_every_invalid_setting_fails_at_start_naming_it(monkeypatch: pytest.Monk
         "LEADER_LEASE_S": "0.5", "LEADER_ELIGIBLE": "maybe",
         "ALERT_WEBHOOK_URL": "https://example.com/hook", "ALERT_CHANNEL_ID": "0",
         "ALERT_GUILD_IDS": "x", "HEALTH_PORT": "70000", "COMMANDS_REQUIRE_MANAGE_GUILD": "maybe",
+        "DISCONNECTED_AFTER_S": "5", "ZOMBIE_AFTER_S": "-1", "LOOP_STALL_THRESHOLD": "0",
+        "IDENTIFY_BUDGET_WARN": "101", "OUTAGE_FRACTION": "1.5",
     }  # fmt: skip
     fields = {name.upper() for name in Settings.model_fields}
     untested = (

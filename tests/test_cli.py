@@ -57,7 +57,7 @@ def test_status_restarts_stats_and_performance_agree_with_redis(
     fleet: Keys, capsys: pytest.CaptureFixture[str], redis_url: str
 ) -> None:
     code, out, _ = run(capsys, "status")
-    assert code == 0 and "🟢 3 online, 🔴 0 offline (3 configured)" in out
+    assert code == 0 and "🟢 3 up, 🔌 0 disconnected, 🔴 0 offline (3 configured)" in out
     assert "servers   60   users 300" in out
     code, out, _ = run(capsys, "restarts", "--type", "crash", "--limit", "2")
     assert code == 0 and out.count("crash") == 2 and "boom" in out

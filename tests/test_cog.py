@@ -143,7 +143,7 @@ async def test_uptime_answers_for_the_whole_fleet(
     fields = {f.name: f.value for f in embed.fields}
     assert fields["Servers"] == f"{100 + 200 + 400:,}"  # shard 2 is offline: not counted
     assert fields["Users"] == f"{1000 + 2000 + 4000:,}"
-    assert fields["Shards"] == "🟢 3 online · 🔴 1 offline · 4 configured"
+    assert fields["Shards"] == "🟢 3 up · 🔴 1 offline · 4 configured"
     assert fields["Overall health"] == "🔴 Needs attention"
     assert fields["Memory"].startswith(("🟢", "🟡", "🔴")) and "% avg" in fields["Memory"]
     assert fields["Gateway latency"] == f"{(40 + 41 + 43) / 3:.0f} ms avg"

@@ -10,6 +10,7 @@ from shardmon.connection import create_redis
 from shardmon.keys import Keys
 from shardmon.leader import LeaderElection, LeaseTiming
 from shardmon.store import Store
+from shardmon.tasks import Stopping
 
 
 def test_timing_scales_with_the_lease() -> None:
@@ -65,7 +66,7 @@ async def test_a_leader_cut_off_from_redis_stands_down(own_redis: RedisServer, k
 
 async def test_run_campaigns_until_stopped(client: aioredis.Redis, keys: Keys) -> None:
     election = LeaderElection(Store(client, keys), "a:1", LeaseTiming(1.5))
-    stopping = asyncio.Event()
+    stopping = Stopping()
     task = asyncio.create_task(election.run(stopping))
     await asyncio.sleep(0.5)  # two renew periods and more
     assert election.is_leader and await client.get(keys.leader) == "a:1"

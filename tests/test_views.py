@@ -7,8 +7,9 @@ import time
 from helpers import event, sample
 
 from shardmon import views
-from shardmon.discordpy.embeds import restart_stats_embed
+from shardmon.discordpy.embeds import restart_stats_embed, shards_pages
 from shardmon.keys import Keys
+from shardmon.models import GatewayState, SessionStartLimit
 from shardmon.rules import DEFAULT_RULES, Limits, storm_report
 from shardmon.settings import load_settings
 from shardmon.stats import RestartStats, summarize_fleet
@@ -30,7 +31,7 @@ def test_status_view_names_every_shard_and_the_leader() -> None:
     text = views.status_view(_status(), settings)
     lines = text.splitlines()
     assert lines[0] == "deployment acme: 🔴 needs attention"
-    assert "🟢 1 online, 🔴 1 offline, ⚪ 1 never seen (3 configured)" in lines[1]
+    assert "🟢 1 up, 🔌 0 disconnected, 🔴 1 offline, ⚪ 1 never seen (3 configured)" in lines[1]
     assert "host:1 (epoch 7, lease 12.3 s left)" in text
     rows = [line.split() for line in lines if line.strip().startswith(("0 ", "1 "))]
     assert [row[:3] for row in rows] == [["0", "🟢", "up"], ["1", "🔴", "down"]]
@@ -41,6 +42,60 @@ def test_status_view_names_every_shard_and_the_leader() -> None:
         1, 1, "host:1", 7
     )  # fmt: skip
     assert [s["identifies_24h"] for s in as_json["shards"]] == [3, 0]
+
+
+def _gateway_status() -> FleetStatus:
+    def gw(**fields: object) -> GatewayState:
+        return GatewayState(**{"connected": True, "since_s": 60, "last_connect": NOW - 60,
+                               "dispatch_age_s": 2, **fields})  # fmt: skip
+
+    gateways = {0: gw(), 1: gw(connected=False, since_s=175), 2: gw(dispatch_age_s=2000),
+                3: gw(connected=False, since_s=30)}  # fmt: skip
+    latest = {s: sample(s, ts=NOW - 5, gateway=g) for s, g in gateways.items()}
+    summary = summarize_fleet(latest, dict.fromkeys(latest, NOW - 5), now=NOW, offline_after_s=180)
+    limit = SessionStartLimit(total=1000, remaining=812, reset_after_ms=18_180_000,
+                              max_concurrency=1, read_at=NOW, synthetic=True)  # fmt: skip
+    counts = dict.fromkeys(latest, GatewayCounts())
+    return FleetStatus(summary, counts, Leadership("host:1", 12_300, 7), NOW, limit)
+
+
+def test_status_view_shows_each_gateway_and_the_identify_budget() -> None:
+    settings = load_settings(shard_count=4)
+    text = views.status_view(_gateway_status(), settings)
+    lines = text.splitlines()
+    assert lines[0].endswith("🔴 needs attention")
+    assert "🟢 2 up, 🔌 2 disconnected, 🔴 0 offline (4 configured)" in lines[1]
+    assert (
+        "  identify  812 of 1,000 left, resets in 5h 3m, max_concurrency 1: a full restart of "
+        "4 shards takes 20s (synthetic: the demo's, not Discord's)"
+    ) in lines
+    rows = {line.split()[0]: line for line in lines if line[:5].strip().isdigit()}
+    assert "🟢 up" in rows["0"] and "connected" in rows["0"]
+    assert "🔌 disconnected" in rows["1"] and "disconnected for 3m" in rows["1"]
+    assert "🧟 zombie" in rows["2"]
+    assert "🟡 resuming" in rows["3"]
+    as_json = views.status_view(_gateway_status(), settings, as_json=True)
+    assert [s["gateway"] for s in as_json["shards"]] == [
+        "connected", "disconnected for 3m", "zombie", "resuming",
+    ]  # fmt: skip
+    assert as_json["session_start_limit"]["remaining"] == 812
+
+
+def test_the_shards_embed_shows_each_gateway_and_the_identify_budget() -> None:
+    status = _gateway_status()
+    [page] = shards_pages(status.summary, status.gateway, limits=Limits(), shard_count=4,
+                          session_limit=status.session_limit, now=NOW)  # fmt: skip
+    assert page.title == "🧩 Shards: 2 up, 2 disconnected, 0 offline"
+    lines = (page.description or "").splitlines()
+    assert lines[0].startswith("🟢 `   0` 45 ms")
+    assert lines[1].startswith("🔌 `   1` disconnected for 3m · 45 ms")
+    assert lines[2].startswith("🧟 `   2` zombie · ")
+    assert page.footer.text is not None and page.footer.text.startswith(
+        "IDENTIFY budget: 812 of 1,000 left, resets in 5h 3m"
+    )
+    [unknown] = shards_pages(status.summary, status.gateway, limits=Limits(), shard_count=4,
+                             now=NOW)  # fmt: skip
+    assert "unknown (the leader reads it" in str(unknown.footer.text)
 
 
 def test_stats_view_says_the_storm_window_and_threshold_of_the_settings() -> None:
@@ -72,7 +127,9 @@ def test_thresholds_view_has_a_row_per_rule_from_the_rules_themselves() -> None:
     assert memory_row == ["memory", "90", "percent", "95.0"]
     as_json = views.thresholds_view(limits, overrides, as_json=True)
     assert as_json["settings"] == {
-        "memory": 90, "cpu": 85, "restart_storm": 3, "offline": 180, "identify_storm": 25
+        "memory": 90, "cpu": 85, "restart_storm": 3, "offline": 180, "identify_storm": 25,
+        "disconnected": 120, "zombie": 900, "loop_stall": 1, "identify_budget": 25,
+        "gateway_outage": 0.5,
     }  # fmt: skip
     assert "cpu:3" in text  # the per-shard overrides have a table of their own
 

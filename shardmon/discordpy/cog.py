@@ -27,6 +27,7 @@ from shardmon.discordpy.embeds import (
     uptime_embed,
 )
 from shardmon.discordpy.sinks import ChannelSink
+from shardmon.discordpy.watch import GatewayWatch
 from shardmon.failures import REDIS_FAILURES, RedisFailure, classify
 from shardmon.monitor import GatewayStats, build_monitor
 from shardmon.rules import MemoryRule
@@ -97,7 +98,14 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
                     bot, settings.alert_channel_id, lambda: self.store.alert_channel(guild_ids)
                 )
             )
-        self.monitor = build_monitor(config, self.client, gateway=self._gateway_of, sinks=sinks)
+        self.watch = GatewayWatch(bot, config.shard_ids)
+        self.monitor = build_monitor(
+            config,
+            self.client,
+            gateway=self._gateway_of,
+            sinks=sinks,
+            session_limits=self._session_limit,
+        )
         self.limits = config.limits
         self.store = self.monitor.store
         for command in self.walk_app_commands():
@@ -109,6 +117,7 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
     # -- lifecycle ------------------------------------------------------------------------
 
     async def cog_load(self) -> None:
+        self.watch.install()
         await self.monitor.start(sample=False)
         if claim_process_startup():
             await self.monitor.log_restart("startup")
@@ -118,6 +127,7 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
 
     async def cog_unload(self) -> None:
         self.sample_loop.cancel()
+        self.watch.uninstall()
         await self.monitor.stop()
         if self._owns_client:
             await self.client.aclose()
@@ -134,8 +144,15 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
             pairs = [(self.bot.shard_id or 0, self.bot.latency)]
         return {shard: value for shard, value in pairs if math.isfinite(value)}
 
+    async def _session_limit(self) -> object:
+        """The bot's session start limit, from GET /gateway/bot (what discord.py's
+        `fetch_session_start_limits` reads), for the leader; an unsharded bot has one too."""
+        _, _, limit = await self.bot.http.get_bot_gateway()
+        return limit
+
     async def refresh_gateway(self) -> None:
-        """Latency, guilds and users of each local shard (the counting runs off the loop)."""
+        """Latency, guilds, users and connection of each local shard (the counting runs off
+        the loop)."""
         guilds = list(self.bot.guilds)  # a cheap copy on the loop; the counting is in a thread
 
         def count() -> tuple[Counter[int], Counter[int]]:
@@ -148,6 +165,7 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
 
         per_shard, users = await asyncio.to_thread(count)
         latencies = self._latencies()
+        self.watch.before_sample()
         self._gateway.clear()
         for shard in self.monitor.config.shard_ids:
             latency = latencies.get(shard)
@@ -155,6 +173,7 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
                 latency_ms=None if latency is None else round(latency * 1000, 1),
                 guilds=per_shard[shard],
                 users=users[shard],
+                gateway=self.watch.tracker.state(shard),
             )
 
     @tasks.loop(seconds=60)
@@ -176,24 +195,57 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
         except REDIS_FAILURES as exc:
             log.warning("gateway %s of shard %s not counted (%s)", kind, shard, classify(exc))
 
+    # A sharded bot says each of these per shard (`on_shard_*`) and also without a shard id;
+    # an unsharded one only without: `_unsharded` tells which of the two to follow.
+
+    @property
+    def _unsharded(self) -> bool:
+        return not isinstance(self.bot, discord.AutoShardedClient)
+
+    @commands.Cog.listener()
+    async def on_socket_event_type(self, _: str) -> None:
+        self.watch.event()
+
+    @commands.Cog.listener()
+    async def on_shard_connect(self, shard_id: int) -> None:
+        self.watch.tracker.connected(shard_id)
+
+    @commands.Cog.listener()
+    async def on_shard_disconnect(self, shard_id: int) -> None:
+        self.watch.tracker.disconnected(shard_id)
+
     @commands.Cog.listener()
     async def on_shard_ready(self, shard_id: int) -> None:
+        self.watch.tracker.ready(shard_id)
         await self._gateway_event(shard_id, "identify")
         await self._detect_alert_channels([g for g in self.bot.guilds if g.shard_id == shard_id])
 
     @commands.Cog.listener()
     async def on_shard_resumed(self, shard_id: int) -> None:
+        self.watch.tracker.resumed(shard_id)
         await self._gateway_event(shard_id, "resume")
 
     @commands.Cog.listener()
+    async def on_connect(self) -> None:
+        if self._unsharded:
+            self.watch.tracker.connected(self.bot.shard_id or 0)
+
+    @commands.Cog.listener()
+    async def on_disconnect(self) -> None:
+        if self._unsharded:
+            self.watch.tracker.disconnected(self.bot.shard_id or 0)
+
+    @commands.Cog.listener()
     async def on_ready(self) -> None:
-        if not isinstance(self.bot, commands.AutoShardedBot):  # sharded bots say on_shard_ready
+        if self._unsharded:
+            self.watch.tracker.ready(self.bot.shard_id or 0)
             await self._gateway_event(self.bot.shard_id, "identify")
             await self._detect_alert_channels(list(self.bot.guilds))
 
     @commands.Cog.listener()
     async def on_resumed(self) -> None:
-        if not isinstance(self.bot, commands.AutoShardedBot):
+        if self._unsharded:
+            self.watch.tracker.resumed(self.bot.shard_id or 0)
             await self._gateway_event(self.bot.shard_id, "resume")
 
     @commands.Cog.listener()
@@ -346,6 +398,13 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
     async def shards(self, interaction: discord.Interaction) -> None:
         async def build() -> list[discord.Embed]:
             status = await self.store.fleet_status(self.limits.offline_after_s)
-            return shards_pages(status.summary, status.gateway, now=status.now)
+            return shards_pages(
+                status.summary,
+                status.gateway,
+                limits=self.limits,
+                shard_count=self.settings.shard_count,
+                session_limit=status.session_limit,
+                now=status.now,
+            )
 
         await self._answer(interaction, build)

@@ -10,9 +10,15 @@ from datetime import UTC, datetime
 
 import discord
 
-from shardmon.models import RestartEvent, Sample
-from shardmon.render import defuse_mentions, format_uptime, sparkline, status_emoji
-from shardmon.rules import StormReport
+from shardmon.models import RestartEvent, Sample, SessionStartLimit
+from shardmon.render import (
+    defuse_mentions,
+    format_uptime,
+    session_limit_line,
+    sparkline,
+    status_emoji,
+)
+from shardmon.rules import Limits, StormReport, connection_state, shard_badge
 from shardmon.stats import FleetSummary, Performance, RestartStats, ShardStatus, Spread
 from shardmon.store import GatewayCounts
 
@@ -60,7 +66,7 @@ def _percent(spread: Spread | None, warn: float, critical: float) -> str:
 
 def _health(summary: FleetSummary, critical: float) -> tuple[str, discord.Colour]:
     peaks = [s.peak for s in (summary.memory, summary.cpu) if s is not None]
-    if summary.offline or any(p > critical for p in peaks):
+    if summary.offline or summary.disconnected or any(p > critical for p in peaks):
         return "🔴 Needs attention", RED
     if not summary.online:
         return "⚪ No shard reporting", RED
@@ -85,10 +91,11 @@ def uptime_embed(
     _field(embed, "Users", f"{summary.users:,}")
     latency = f"{summary.latency_ms.average:.0f} ms avg" if summary.latency_ms else "unknown"
     _field(embed, "Gateway latency", latency)
+    gateway = f"🔌 {summary.disconnected} disconnected · " if summary.gateway_known else ""
     _field(
         embed,
         "Shards",
-        f"🟢 {summary.online} online · 🔴 {summary.offline} offline · {shard_count} configured",
+        f"🟢 {summary.up} up · {gateway}🔴 {summary.offline} offline · {shard_count} configured",
     )
     _field(embed, "Overall health", health)
     if summary.measured_at is not None:  # Discord shows it in the reader's own time zone
@@ -187,23 +194,36 @@ def performance_embed(performance: Performance, *, scope: str) -> discord.Embed:
     return embed
 
 
-def _shard_line(status: ShardStatus, now: float) -> str:
+def _shard_line(status: ShardStatus, now: float, limits: Limits) -> str:
     sample: Sample | None = status.sample
-    emoji = "🟢" if status.online else "🔴"
+    state = connection_state(sample, now, limits) if status.online else "-"
+    badge = shard_badge(status.online, state)
     latency = "-"
     if sample is not None and sample.latency_ms is not None and math.isfinite(sample.latency_ms):
         latency = f"{sample.latency_ms:.0f} ms"
     guilds = f"{sample.guilds:,} guilds" if sample else "- guilds"
     uptime = format_uptime(now - sample.started_at) if sample and sample.started_at else "?"
     seen = f"{format_uptime(now - status.last_seen)} ago" if status.last_seen else "never"
-    return f"{emoji} `{status.shard:>4}` {latency} · {guilds} · up {uptime} · seen {seen}"
+    gateway = f"{state} · " if state not in ("-", "connected") else ""
+    return (
+        f"{badge[0]} `{status.shard:>4}` {gateway}{latency} · {guilds} · up {uptime} · "
+        f"seen {seen}"
+    )
 
 
 def shards_pages(
-    summary: FleetSummary, gateway: Mapping[int, GatewayCounts], *, now: float | None = None
+    summary: FleetSummary,
+    gateway: Mapping[int, GatewayCounts],
+    *,
+    limits: Limits,
+    shard_count: int,
+    session_limit: SessionStartLimit | None = None,
+    now: float | None = None,
 ) -> list[discord.Embed]:
-    """One embed a page of SHARDS_PER_PAGE shards, with IDENTIFY/RESUME counts of 24 h."""
+    """One embed a page of SHARDS_PER_PAGE shards, each with its gateway state (where not
+    simply connected) and IDENTIFY/RESUME counts of 24 h, and the IDENTIFY budget."""
     now = time.time() if now is None else now
+    budget = f"IDENTIFY budget: {session_limit_line(session_limit, shard_count, now)}"
     statuses = summary.shards
     pages = max(1, math.ceil(len(statuses) / SHARDS_PER_PAGE))
     embeds = []
@@ -213,13 +233,15 @@ def shards_pages(
         for status in chunk:
             counts = gateway.get(status.shard, GatewayCounts())
             lines.append(
-                f"{_shard_line(status, now)} · {counts.identifies} id / {counts.resumes} res (24 h)"
+                f"{_shard_line(status, now, limits)} · {counts.identifies} id / "
+                f"{counts.resumes} res (24 h)"
             )
         embed = discord.Embed(
-            title=f"🧩 Shards: {summary.online} online, {summary.offline} offline",
+            title=f"🧩 Shards: {summary.up} up, {summary.disconnected} disconnected, "
+            f"{summary.offline} offline",
             description=_clip("\n".join(lines) or "No shard has reported yet.", DESCRIPTION_LIMIT),
-            colour=RED if summary.offline else GREEN,
+            colour=RED if summary.offline or summary.disconnected else GREEN,
         )
-        embed.set_footer(text=f"Page {page + 1}/{pages}")
+        embed.set_footer(text=_clip(f"{budget} · Page {page + 1}/{pages}", 2048))
         embeds.append(embed)
     return embeds

@@ -10,7 +10,7 @@ Lua script sits in `lua/`, with the keys it touches and why it must be atomic.
 from __future__ import annotations
 
 from shardmon.store._base import lua
-from shardmon.store.alerting import Leadership, condition
+from shardmon.store.alerting import Leadership, condition, parse_condition
 from shardmon.store.fleet import FleetStatus, FleetStore, LeaderView
 from shardmon.store.restarts import PruneResult, RestartStore, record_restart_sync
 from shardmon.store.samples import GatewayCounts, SampleWrite, ShardInfo
@@ -26,6 +26,7 @@ __all__ = [
     "Store",
     "condition",
     "lua",
+    "parse_condition",
     "record_restart_sync",
 ]
 

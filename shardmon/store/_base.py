@@ -86,6 +86,7 @@ class StoreBase:
         """`latest` parsed off the event loop: a sample per shard is the heaviest CPU work of
         a fleet-wide read (tens of ms at 5,000 shards). Malformed ones are counted."""
         samples, bad = await asyncio.to_thread(parse_all, list(raw.values()), parse_sample)
+        bad += sum(sample.gateway_malformed for sample in samples)  # judged without it
         if bad:
             self._count_skipped(self.keys.latest, bad)
         return {sample.shard: sample for sample in samples}

@@ -16,7 +16,7 @@ from shardmon.keys import ALERTS_CAP, RESOLUTION_CLAIM_TTL_S
 from shardmon.models import MalformedData
 from shardmon.store._base import StoreBase
 
-__all__ = ["AlertStore", "Leadership", "condition"]
+__all__ = ["AlertStore", "Leadership", "condition", "parse_condition"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,9 +28,16 @@ class Leadership:
     epoch: int
 
 
-def condition(rule: str, shard: int) -> str:
-    """The field of a condition in `active_alerts`: `<rule>:<shard>`."""
-    return f"{rule}:{shard}"
+def condition(rule: str, shard: int | None) -> str:
+    """The field of a condition in `active_alerts`: `<rule>:<shard>`, or `<rule>` for one of
+    the whole fleet."""
+    return rule if shard is None else f"{rule}:{shard}"
+
+
+def parse_condition(field: str) -> tuple[str, int | None]:
+    """`<rule>:<shard>` -> (rule, shard); `<rule>` -> (rule, None)."""
+    rule, _, shard = field.rpartition(":")
+    return (rule, int(shard)) if rule and shard.isdigit() else (field, None)
 
 
 def _parse_alert_record(raw: str | bytes) -> dict[str, Any]:
@@ -46,7 +53,7 @@ def _parse_alert_record(raw: str | bytes) -> dict[str, Any]:
         and 0 <= record["ts"] < 32503680000  # before the year 3000: gmtime can show it
         and all(isinstance(record.get(k), str) for k in ("id", "kind", "rule", "title", "node"))
         and isinstance(record.get("shards"), list)
-        and all(isinstance(s, int) for s in record["shards"])
+        and all(isinstance(s, int) for s in record["shards"])  # [] for a fleet-wide alert
         and isinstance(record.get("delivery", {}), dict)
         and isinstance(record.get("epoch", 0), int)
     )
@@ -93,10 +100,11 @@ class AlertStore(StoreBase):
     # -- claims: at most one alert per condition and window, one resolution per alert ---------
 
     async def claim_alerts(
-        self, rule: str, shards: Sequence[int], node: str, dedupe_s: int, claim: str
+        self, rule: str, shards: Sequence[int | None], node: str, dedupe_s: int, claim: str
     ) -> list[int | Exception]:
-        """Claim each shard's `alert:<rule>:<shard>` for `dedupe_s` if `node` leads: per shard
-        1 claimed, 0 muted, -1 not the leader, or the refusal of a guard written by hand."""
+        """Claim each shard's `alert:<rule>:<shard>` (`alert:<rule>` for the fleet: None) for
+        `dedupe_s` if `node` leads: per shard 1 claimed, 0 muted, -1 not the leader, or the
+        refusal of a guard written by hand."""
         calls = [
             ([self.keys.leader, self.keys.alert(rule, shard)], [node, dedupe_s, claim])
             for shard in shards
@@ -106,13 +114,13 @@ class AlertStore(StoreBase):
         )
         return [r if isinstance(r, Exception) else int(r) for r in results]
 
-    async def free_alert_claims(self, rule: str, shards: Iterable[int]) -> None:
+    async def free_alert_claims(self, rule: str, shards: Iterable[int | None]) -> None:
         """Delete claims so that the next tick (or leader) sends again: nobody heard them."""
         guards = [self.keys.alert(rule, shard) for shard in shards]
         if guards:
             await self.client.delete(*guards)
 
-    async def claim_resolution(self, rule: str, shard: int, node: str, token: str) -> bool:
+    async def claim_resolution(self, rule: str, shard: int | None, node: str, token: str) -> bool:
         """Take the condition out of `active_alerts` if `node` leads: True means this node
         announces that it cleared (a resend of this claim, with `token`, is known as ours)."""
         claimed = await self.scripts["claim_resolution"](
@@ -122,7 +130,7 @@ class AlertStore(StoreBase):
         return bool(claimed == 1)
 
     async def owe_resolutions(
-        self, rule: str, shards: Iterable[int], since: Mapping[str, Any]
+        self, rule: str, shards: Iterable[int | None], since: Mapping[str, Any]
     ) -> None:
         """Keep the conditions in `active_alerts` (HSETNX: the first `since` stays) until a
         "resolved" message has gone out: after an alert was heard, or a resolution was not."""

@@ -3,12 +3,15 @@ the leader judges, performance history from the rollups, and the key layout's co
 
 from __future__ import annotations
 
+import json
+import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
 from shardmon.keys import FLEET_TTL_S, ROLLUP_HOUR_TTL_S
-from shardmon.models import MalformedData, parse_sample
+from shardmon.models import MalformedData, SessionStartLimit, parse_sample
 from shardmon.rules import FleetView
 from shardmon.stats import (
     FleetSummary,
@@ -31,12 +34,23 @@ IDENTIFY_WINDOW_S = 86400
 
 @dataclass(frozen=True, slots=True)
 class LeaderView:
-    """What the leader judges each tick: the fleet, the runtime threshold overrides, and the
-    conditions announced and not yet resolved (`active_alerts` fields)."""
+    """What the leader judges each tick: the fleet (with the conditions announced and not yet
+    resolved) and the runtime threshold overrides."""
 
     fleet: FleetView
     overrides: dict[str, float]
-    active: list[str]
+
+
+def _announced(raw: Mapping[str, str], now: float) -> dict[str, float]:
+    """`active_alerts` as condition -> when it was announced (now, where unreadable)."""
+    active = {}
+    for field, value in raw.items():
+        try:
+            since = float(json.loads(value)["since"])
+        except (ValueError, KeyError, TypeError):
+            since = now
+        active[str(field)] = since if math.isfinite(since) else now
+    return active
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +62,7 @@ class FleetStatus:
     gateway: dict[int, GatewayCounts]
     leadership: Leadership
     now: float
+    session_limit: SessionStartLimit | None = None
 
 
 class FleetStore(SampleStore, AlertStore):
@@ -55,17 +70,21 @@ class FleetStore(SampleStore, AlertStore):
         self, restart_window_s: float, shard_count: int, now: float | None = None
     ) -> LeaderView:
         """One pipelined round trip (latest, heartbeats, overrides, active conditions, the
-        shards that ever restarted) and one script call that counts each shard's restarts in
-        the window and IDENTIFYs in 24 h."""
+        shards that ever restarted, the session start limit, the fleet's IDENTIFYs of the last
+        hour) and one script call that counts each shard's restarts in the window and
+        IDENTIFYs in 24 h."""
         now = time.time() if now is None else now
         keys = self.keys
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.hgetall(keys.latest)
             pipe.zrange(keys.heartbeats, 0, -1, withscores=True)
             pipe.hgetall(keys.thresholds)
-            pipe.hkeys(keys.active_alerts)
+            pipe.hgetall(keys.active_alerts)
             pipe.hkeys(keys.restart_counts)
-            latest_raw, beats, overrides_raw, active, restarted = await pipe.execute()
+            pipe.hgetall(keys.session_start_limit)
+            pipe.zcount(keys.identifies, now - 3600, "+inf")
+            (latest_raw, beats, overrides_raw, active, restarted, limit_raw,
+             identifies_1h) = await pipe.execute()  # fmt: skip
         latest = await self._parse_latest(latest_raw)
         heartbeats = self._heartbeats(beats)
         shards = self._judged_shards(shard_count, heartbeats, restarted)
@@ -82,8 +101,12 @@ class FleetStore(SampleStore, AlertStore):
             heartbeats=heartbeats,
             restarts_in_window=restarts,
             identifies_24h=identifies,
+            identifies_1h=int(identifies_1h),
+            session_limit=self._session_limit(limit_raw),
+            active=_announced(active, now),
+            shard_count=shard_count,
         )
-        return LeaderView(fleet, self._overrides(overrides_raw), list(active))
+        return LeaderView(fleet, self._overrides(overrides_raw))
 
     async def fleet_summary(self, offline_after_s: float, now: float | None = None) -> FleetSummary:
         """Every shard's status and the fleet's sums and spreads (one round trip)."""
@@ -111,11 +134,13 @@ class FleetStore(SampleStore, AlertStore):
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.hgetall(self.keys.latest)
             pipe.zrange(self.keys.heartbeats, 0, -1, withscores=True)
+            pipe.hgetall(self.keys.session_start_limit)
             self._queue_leader(pipe)
-            latest_raw, beats, *leader = await pipe.execute()
+            latest_raw, beats, limit_raw, *leader = await pipe.execute()
         summary = await self._summary(latest_raw, beats, offline_after_s, now)
         gateway = await self.gateway_counts((s.shard for s in summary.shards), now=now)
-        return FleetStatus(summary, gateway, self._leadership(*leader), now)
+        limit = self._session_limit(limit_raw)
+        return FleetStatus(summary, gateway, self._leadership(*leader), now, limit)
 
     async def fleet_totals(self, offline_after_s: float, now: float | None = None) -> FleetSummary:
         """The fleet's sums and spreads without its shard list: the `fleet` hash the leader

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from shardmon.connection import run_script
 from shardmon.keys import GATEWAY_EVENTS_TTL_S, ROLLUP_MINUTE_TTL_S
-from shardmon.models import Sample
+from shardmon.models import MalformedData, Sample, SessionStartLimit
 from shardmon.stats import ROLLUP_SCALE
 from shardmon.store._base import StoreBase
 
@@ -149,15 +149,17 @@ class SampleStore(StoreBase):
     async def record_gateway_event(self, shard: int, kind: str, now: float | None = None) -> None:
         """Count one IDENTIFY (`identify`) or RESUME (`resume`) of a shard; kept 7 days."""
         now = time.time() if now is None else now
-        key = (
-            self.keys.gateway_identify(shard)
-            if kind == "identify"
-            else self.keys.gateway_resume(shard)
-        )
+        identify = kind == "identify"
+        key = self.keys.gateway_identify(shard) if identify else self.keys.gateway_resume(shard)
+        member = f"{now:.6f}:{uuid.uuid4().hex[:8]}"
+        # IDENTIFYs also go to the fleet's `identifies`, whose size follows the IDENTIFYs (a
+        # daily budget), not the shard count: the leader counts the fleet's there.
+        sets = [(key, member), *([(self.keys.identifies, f"{shard}:{member}")] * identify)]
         async with self.client.pipeline(transaction=False) as pipe:
-            pipe.zadd(key, {f"{now:.6f}:{uuid.uuid4().hex[:8]}": now})
-            pipe.zremrangebyscore(key, "-inf", now - GATEWAY_EVENTS_TTL_S)
-            pipe.expire(key, GATEWAY_EVENTS_TTL_S)
+            for zset, name in sets:
+                pipe.zadd(zset, {name: now})
+                pipe.zremrangebyscore(zset, "-inf", now - GATEWAY_EVENTS_TTL_S)
+                pipe.expire(zset, GATEWAY_EVENTS_TTL_S)
             await pipe.execute()
 
     async def gateway_counts(
@@ -187,3 +189,24 @@ class SampleStore(StoreBase):
             list(shards), [("gateway:<shard>:identify", now - window_s)]
         )
         return counts
+
+    async def write_session_limit(self, limit: SessionStartLimit) -> None:
+        """`session_start_limit`: the bot's IDENTIFY budget as just read (the leader's)."""
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.delete(self.keys.session_start_limit)
+            pipe.hset(self.keys.session_start_limit, mapping=dict[Any, str](limit.fields()))
+            await pipe.execute()
+
+    def _session_limit(self, raw: Mapping[str, str]) -> SessionStartLimit | None:
+        if not raw:
+            return None
+        try:
+            return SessionStartLimit.from_fields(raw)
+        except MalformedData:
+            self._count_skipped(self.keys.session_start_limit, 1)
+            return None
+
+    async def session_limit(self) -> SessionStartLimit | None:
+        """The IDENTIFY budget as the leader last read it (None: never, or malformed)."""
+        raw = await self.client.hgetall(self.keys.session_start_limit)
+        return self._session_limit(cast("dict[str, str]", raw))
