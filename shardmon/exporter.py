@@ -91,7 +91,7 @@ _PER_GATEWAY: list[tuple[str, str, str, Callable[[GatewayState, float], float]]]
 
 #: The bot's session start limit (the IDENTIFY budget) as the leader last read it.
 _SESSION_START: list[tuple[str, str, Callable[[SessionStartLimit, float], float]]] = [
-    ("total", "Session starts allowed per reset period.", lambda x, _: float(x.total)),
+    ("limit", "Session starts allowed per reset period (total).", lambda x, _: float(x.total)),
     ("remaining", "Session starts left when last read.", lambda x, _: float(x.remaining)),
     ("reset_seconds", "Seconds until the session start limit resets.",
      lambda x, now: max(0.0, x.resets_at - now)),

@@ -19,9 +19,17 @@ from redis_server import RedisServer, free_port
 from shardmon.connection import create_redis
 from shardmon.exporter import make_app
 from shardmon.keys import Keys
+from shardmon.models import GatewayState, SessionStartLimit
 from shardmon.monitor import GatewayStats, MonitorConfig, build_monitor
 from shardmon.rules import Limits
 from shardmon.store import Store
+
+#: Shard 0's gateway is down while its process reports; shard 1's is up.
+GATEWAYS = {
+    0: GatewayState(connected=False, since_s=300, last_connect=1.0, disconnects_total=4,
+                    dispatch_age_s=310, stalls_total=2),
+    1: GatewayState(connected=True, since_s=60, last_connect=1.0, dispatch_age_s=1.5),
+}  # fmt: skip
 
 
 async def _fleet(config: MonitorConfig, client: aioredis.Redis, tmp_path: Path) -> None:
@@ -29,7 +37,7 @@ async def _fleet(config: MonitorConfig, client: aioredis.Redis, tmp_path: Path) 
         monitor = build_monitor(
             dataclasses.replace(config, shard_ids=(shard,), node=f"h:{shard}",
                                 journal_path=tmp_path / f"{shard}.log"),
-            client, gateway=lambda s: GatewayStats(42.0, 7, 70),
+            client, gateway=lambda s: GatewayStats(42.0, 7, 70, GATEWAYS[s]),
         )  # fmt: skip
         await monitor.sample_once()
         await monitor.log_restart("startup")
@@ -38,6 +46,15 @@ async def _fleet(config: MonitorConfig, client: aioredis.Redis, tmp_path: Path) 
     await client.set(Keys(config.deployment).leader, "h:1")
     await client.set(Keys(config.deployment).leader_epoch, "4")
     await client.hset(Keys(config.deployment).alert_counts, mapping={"memory:alert": 2, "bad": "x"})
+    await Store(client, Keys(config.deployment)).write_session_limit(
+        SessionStartLimit(
+            total=1000,
+            remaining=640,
+            reset_after_ms=3_600_000,
+            max_concurrency=16,
+            read_at=time.time(),
+        )
+    )
 
 
 async def _scrape(store: Store) -> tuple[int, str, str]:
@@ -54,6 +71,17 @@ async def test_metrics_of_the_fleet_pass_promtool(
     status, content_type, text = await _scrape(Store(client, keys))
     assert status == 200 and content_type.startswith("text/plain; version=0.0.4")
     assert 'shardmon_shard_up{shard="1"} 1' in text
+    # A live process whose gateway is down is not up, and says why.
+    assert 'shardmon_shard_up{shard="0"} 0.0' in text
+    assert 'shardmon_shard_connected{shard="0"} 0.0' in text
+    assert 'shardmon_shard_connected{shard="1"} 1.0' in text
+    assert re.search(r'shardmon_shard_dispatch_age_seconds\{shard="0"\} 31\d\.', text)
+    assert 'shardmon_shard_gateway_disconnects_total{shard="0"} 4.0' in text
+    assert 'shardmon_shard_loop_stalls_total{shard="0"} 2.0' in text
+    assert "shardmon_session_start_remaining 640.0" in text
+    assert "shardmon_session_start_limit 1000.0" in text
+    assert "shardmon_session_start_max_concurrency 16.0" in text
+    assert re.search(r"shardmon_session_start_reset_seconds 3\d{3}\.", text)
     assert 'shardmon_shard_guilds{shard="0"} 7.0' in text
     assert 'shardmon_shard_users{shard="0"} 70.0' in text
     assert 'shardmon_shard_gateway_latency_seconds{shard="0"} 0.042' in text

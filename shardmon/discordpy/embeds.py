@@ -206,8 +206,7 @@ def _shard_line(status: ShardStatus, now: float, limits: Limits) -> str:
     seen = f"{format_uptime(now - status.last_seen)} ago" if status.last_seen else "never"
     gateway = f"{state} · " if state not in ("-", "connected") else ""
     return (
-        f"{badge[0]} `{status.shard:>4}` {gateway}{latency} · {guilds} · up {uptime} · "
-        f"seen {seen}"
+        f"{badge[0]} `{status.shard:>4}` {gateway}{latency} · {guilds} · up {uptime} · seen {seen}"
     )
 
 
