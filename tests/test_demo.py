@@ -19,6 +19,9 @@ from shardmon.rules import Limits
 from shardmon.store import Store
 
 SCENARIO = [
+    "📡 shard 0's gateway drops; its process keeps running",
+    "🔌 Shard Gateway Disconnected (shard 0",
+    "✅ Resolved: shard 0 gateway connected",
     "💥 shard 2 crashed; restarting it (3/3)",
     "🚨 Restart Storm Detected (shard 2",
     "⚠️ High Resource Usage Detected (shard 1",
@@ -27,6 +30,7 @@ SCENARIO = [
     "👑 new leader",
     "duplicate alerts: 0",
     "== shardmon status ==",
+    "(synthetic: the demo's, not Discord's)",
     "== shardmon restarts ==",
     "== shardmon stats ==",
     "== shardmon performance ==",

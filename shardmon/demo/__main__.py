@@ -1,7 +1,8 @@
 """`python -m shardmon.demo`: one demo node, a monitor with synthetic load.
 
-SIGUSR1 makes it hold a memory spike and SIGUSR2 lets it go; `SHARDMON_DEMO_CRASH_AFTER_S` makes
-it crash as a real bot would (a crash event, then an exit without a clean stop).
+SIGUSR1 makes it hold a memory spike and SIGUSR2 lets it go; SIGWINCH drops its shards' (synthetic)
+gateway while the process runs on, and SIGURG resumes it; `SHARDMON_DEMO_CRASH_AFTER_S` makes it
+crash as a real bot would (a crash event, then an exit without a clean stop).
 """
 
 from __future__ import annotations
@@ -15,18 +16,26 @@ import sys
 import traceback
 
 from shardmon.api import persist_restart
+from shardmon.gateway import GatewayTracker
 from shardmon.models import crash_metadata
 from shardmon.monitor import GatewayStats
 from shardmon.node import run_node
 from shardmon.settings import load_settings
 from shardmon.tasks import spawn
 
+#: The signals that drop the demo node's gateway and resume it.
+GATEWAY_DROP, GATEWAY_BACK = signal.SIGWINCH, signal.SIGURG
 
-def _synthetic_gateway(shard: int) -> GatewayStats:
+
+def _synthetic_gateway(tracker: GatewayTracker, shard: int) -> GatewayStats:
+    state = tracker.state(shard)
+    if state is not None and state.connected:
+        tracker.dispatched(shard)  # a connected demo shard always has events
     return GatewayStats(
         latency_ms=round(random.uniform(35, 90), 1),
         guilds=900 + 37 * shard,
         users=45_000 + 1_800 * shard,
+        gateway=tracker.state(shard),
     )
 
 
@@ -45,9 +54,21 @@ async def _demo_node() -> None:
             ballast.append(block)
             remaining -= 64
 
+    shards = load_settings().shard_ids
+    tracker = GatewayTracker(shards)
+    for shard in shards:
+        tracker.connected(shard)
+        tracker.ready(shard)
+
+    def gateway(connected: bool) -> None:
+        for shard in shards:
+            (tracker.resumed if connected else tracker.disconnected)(shard)
+
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGUSR1, lambda: loop.run_in_executor(None, spike))
     loop.add_signal_handler(signal.SIGUSR2, ballast.clear)
+    loop.add_signal_handler(GATEWAY_DROP, gateway, False)
+    loop.add_signal_handler(GATEWAY_BACK, gateway, True)
     crash_after = float(os.environ.get("SHARDMON_DEMO_CRASH_AFTER_S", "0"))
 
     async def crash() -> None:
@@ -64,7 +85,7 @@ async def _demo_node() -> None:
         os._exit(1)  # a crash: no clean stop, no lease handed over
 
     crash_task = spawn(crash(), name="shardmon-demo-crash") if crash_after else None
-    await run_node(gateway=_synthetic_gateway)
+    await run_node(gateway=lambda shard: _synthetic_gateway(tracker, shard))
     if crash_task is not None:
         crash_task.cancel()
 

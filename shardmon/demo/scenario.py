@@ -2,9 +2,11 @@
 
 Each shard is an OS process (`python -m shardmon.demo`, a node with synthetic gateway figures)
 against `SHARDMON_REDIS_URL`, or an embedded Redis when none is set. The scenario shows the
-product: one shard crash-loops into a restart storm (one alert); another's memory spikes (one
+product: one shard's gateway drops while its process runs on (one `disconnected` alert, then one
+"resolved"); one shard crash-loops into a restart storm (one alert); another's memory spikes (one
 alert, then one "resolved"); the leader is killed and another takes over (no duplicate alert).
-At the end the demo prints the status, restarts, stats and performance views.
+At the end the demo prints the status (with a synthetic IDENTIFY budget, labelled so: the demo
+has no bot token), restarts, stats and performance views.
 """
 
 from __future__ import annotations
@@ -22,17 +24,22 @@ from pathlib import Path
 from shardmon import views
 from shardmon.collector import Collector
 from shardmon.connection import create_redis, redact_url
+from shardmon.demo.__main__ import GATEWAY_BACK, GATEWAY_DROP
 from shardmon.demo.embedded import embedded_redis
 from shardmon.demo.fleet import LocalFleet
 from shardmon.keys import Keys
+from shardmon.models import SessionStartLimit
 from shardmon.settings import Settings, load_settings
 from shardmon.store import Store
+from shardmon.tasks import TaskSet
 
 __all__ = ["run_demo"]
 
 #: A crash-looping demo shard dies this long after it starts, three times.
 CRASH_AFTER_S = 2.0
 LEASE_S = 5.0
+#: The demo's gateway drop is alerted after this long (the setting's least: 10 s).
+DISCONNECTED_AFTER_S = 10
 
 
 class _Demo:
@@ -44,6 +51,7 @@ class _Demo:
         self.settings = {
             "deployment": deployment, "sample_interval_s": "1", "leader_lease_s": str(LEASE_S),
             "system_name": "shardmon demo bot", "environment": "Demo", "version": "1.0.0",
+            "disconnected_after_s": str(DISCONNECTED_AFTER_S),
         }  # fmt: skip
         self.fleet = LocalFleet(url, shards, self.settings, folder, module="shardmon.demo")
         # A tenth of this machine's (or container's) memory, at most 1 GiB: a spike that shows.
@@ -54,6 +62,7 @@ class _Demo:
         self.seen_alerts: set[str] = set()
         self.crashes_left = 3
         self.failures: list[str] = []
+        self.background = TaskSet()
 
     def say(self, text: str) -> None:
         print(f"  {time.monotonic() - self.started:5.1f}s  {text}", flush=True)
@@ -128,6 +137,42 @@ class _Demo:
             await self.wait_for("resolution", resolved, 15)
         await self.store.unset_threshold(f"memory:{shard}")
 
+    async def _seen(self, rule: str, kind: str, limit_s: float) -> bool:
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            records = await self.store.recent_alerts(100)
+            if any(r["rule"] == rule and r["kind"] == kind for r in records):
+                return True
+            await asyncio.sleep(0.25)
+        self.say(f"❗ no {rule} {kind} within {limit_s:.0f} s")
+        self.failures.append(f"{rule} {kind}")
+        return False
+
+    async def gateway_drop(self, shard: int) -> None:
+        """The shard's gateway goes down while its process runs on: alerted once after
+        DISCONNECTED_AFTER_S, then resumed and resolved (in the background: the other steps
+        go on meanwhile)."""
+        self.say(f"📡 shard {shard}'s gateway drops; its process keeps running")
+        self.fleet.signal(shard, GATEWAY_DROP)
+        if await self._seen("disconnected", "alert", DISCONNECTED_AFTER_S + 15):
+            if self.fleet.processes[shard].poll() is None:
+                self.fleet.signal(shard, GATEWAY_BACK)
+            self.say(f"📡 shard {shard}'s gateway resumed")
+            await self._seen("disconnected", "resolved", 15)
+
+    async def synthetic_budget(self) -> None:
+        """The IDENTIFY budget a leader would read with a bot token, made up and said so."""
+        await self.store.write_session_limit(
+            SessionStartLimit(
+                total=1000,
+                remaining=1000 - self.shards - 3,
+                reset_after_ms=20 * 3_600_000,
+                max_concurrency=1,
+                read_at=time.time(),
+                synthetic=True,
+            )
+        )
+
     async def kill_leader(self) -> None:
         old = await self.store.leader()
         shard = self.fleet.shard_of(old.node)
@@ -162,8 +207,14 @@ class _Demo:
             return self.fleet.shard_of((await self.store.leader()).node) is not None
 
         await self.wait_for("leader", led, 15)
+        await self.synthetic_budget()
         spiking = min(1, self.shards - 1)
+
+        async def drop() -> None:
+            self.background.spawn(self.gateway_drop(0), name="shardmon-demo-gateway-drop")
+
         steps: list[tuple[float, Callable[[], Awaitable[None]]]] = [
+            *([(0.0, drop)] if self.shards >= 3 else []),  # shard 0: neither spiking nor looping
             (0.3, lambda: self.memory_spike(spiking)),
             (0.55, self.kill_leader),
         ]
@@ -183,6 +234,7 @@ class _Demo:
             await self.supervise()
             await self.report_alerts()
             await asyncio.sleep(0.25)
+        await self.background.wait(30)
         self.fleet.stop_all()
         await self.report_alerts()
 
