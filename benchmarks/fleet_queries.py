@@ -151,7 +151,7 @@ async def _storm_rows(
     client: aioredis.Redis, store: Store, shards: int, runs: int, when: str
 ) -> list[tuple[int, str, float, float]]:
     async def by_zcount() -> dict[int, int]:
-        return await store.restarts_in_window(range(shards), 3600, time.time())
+        return await store.restarts_in_window(3600, time.time())
 
     async def by_parsing() -> dict[int, int]:
         return await _storms_by_parsing(client)

@@ -148,7 +148,7 @@ class Collector:
         else:
             total, used = host.total, host.total - host.available
         cores = limits.cpu_quota_cores or float(psutil.cpu_count() or 1)
-        return ProcessMetrics(
+        return ProcessMetrics.checked(
             ts=now,
             cpu=self._cpu_percent(limits, now),
             memory=round(min(100.0, 100.0 * used / total), 2) if total else 0.0,

@@ -106,8 +106,9 @@ class FleetJudge:
 
     def _judge(self, fleet: FleetView, limits: Limits) -> _Verdict:
         """What to alert, what to resolve, and the fleet's figures (pure: runs in a thread)."""
-        if self.shard_count is not None:  # shards of a smaller, resharded fleet are not offline
-            count = self.shard_count
+        count = self.shard_count
+        beyond = count is not None and max((*fleet.latest, *fleet.heartbeats), default=-1) >= count
+        if count is not None and beyond:  # shards of a smaller, resharded fleet are not offline
             fleet = replace(
                 fleet,
                 heartbeats={s: t for s, t in fleet.heartbeats.items() if s < count},
@@ -137,16 +138,20 @@ class FleetJudge:
                 if text is not None:
                     resolutions.append((rule.name, shard, text))
         summary = summarize_fleet(
-            fleet.latest, fleet.heartbeats, now=fleet.now, offline_after_s=limits.offline_after_s
+            fleet.latest,
+            fleet.heartbeats,
+            now=fleet.now,
+            offline_after_s=limits.offline_after_s,
+            with_shards=False,  # the `fleet` hash holds the totals only
         )
         return _Verdict(fleet, alerts, resolutions, summary)
 
     async def _read_session_limit(self) -> None:
-        """Read and store the session start limit when due: a failed read or a reply that is
-        not a session start limit is logged and skipped (the stored one stays)."""
+        """Read and store the session start limit when due (SESSION_LIMIT_EVERY_S after the last
+        read that worked): a failed read or a reply that is not a session start limit is logged
+        and skipped, the stored one stays, and the next tick tries again."""
         if self.session_limits is None or time.monotonic() < self._next_limit_read:
             return
-        self._next_limit_read = time.monotonic() + SESSION_LIMIT_EVERY_S
         try:
             async with asyncio.timeout(SESSION_LIMIT_TIMEOUT_S):
                 payload = await self.session_limits()
@@ -158,6 +163,7 @@ class FleetJudge:
             log.warning("could not read the session start limit: %s", exc or type(exc).__name__)
             return
         await self.store.write_session_limit(limit)
+        self._next_limit_read = time.monotonic() + SESSION_LIMIT_EVERY_S  # a failure: next tick
         log.info(
             "session start limit: %d of %d left, max_concurrency %d",
             limit.remaining, limit.total, limit.max_concurrency,

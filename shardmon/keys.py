@@ -19,6 +19,7 @@ __all__ = [
     "FLEET_TTL_S",
     "GATEWAY_EVENTS_TTL_S",
     "LAYOUT",
+    "RECENT_RESTARTS_S",
     "RESOLUTION_CLAIM_TTL_S",
     "ROLLUP_HOUR_TTL_S",
     "ROLLUP_MINUTE_TTL_S",
@@ -35,6 +36,8 @@ DEPLOYMENT_RULE = "use 1-64 letters, digits, '_', '.' or '-' (it goes into Redis
 ROLLUP_MINUTE_TTL_S = 2 * 86400
 #: `rollup:h:<hour>` lives 30 days: the long-term history, at 24 small hashes a day.
 ROLLUP_HOUR_TTL_S = 30 * 86400
+#: `recent_restarts` keeps 7 days: the longest restart storm window (`restart_window_s`).
+RECENT_RESTARTS_S = 7 * 86400
 #: `gateway:<shard>:identify|resume` keep 7 days of events: "the last 24 h" with room to spare.
 GATEWAY_EVENTS_TTL_S = 7 * 86400
 #: `fleet` outlives its leader by a day at most: a deployment that stopped leaves no litter.
@@ -56,6 +59,7 @@ LAYOUT: dict[str, tuple[str, str]] = {
     "shard:<shard>": ("hash", "who runs a shard, since when: started_at, host, pid, version"),
     "restarts": ("zset", "every restart event of the fleet, score = event time"),
     "restarts:<shard>": ("zset", "restarts of one shard: the storm count is a ZCOUNT here"),
+    "recent_restarts": ("zset", "<shard>:<event id> per restart of a shard, 7 days (addition)"),
     "gateway:<shard>:identify": ("zset", "IDENTIFYs of one shard, score = time, 7 days"),
     "gateway:<shard>:resume": ("zset", "RESUMEs of one shard, score = time, 7 days"),
     "identifies": ("zset", "<shard>:<time>:<id> per IDENTIFY of the fleet, 7 days (addition)"),
@@ -123,6 +127,7 @@ class Keys:
     heartbeats: str = field(init=False, repr=False)
     fleet: str = field(init=False, repr=False)
     restarts: str = field(init=False, repr=False)
+    recent_restarts: str = field(init=False, repr=False)
     identifies: str = field(init=False, repr=False)
     session_start_limit: str = field(init=False, repr=False)
     leader: str = field(init=False, repr=False)

@@ -12,8 +12,9 @@ import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any, Self, cast
 
+import msgspec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 __all__ = [
@@ -39,7 +40,12 @@ CRASH_TRACEBACK_LIMIT = 8_000
 
 
 class MalformedData(ValueError):
-    """A value in Redis or in the journal that is not what shardmon writes."""
+    """A value in Redis or in the journal that is not what shardmon writes. `salvaged` is what
+    could still be read of it (a sample whose `gateway` part alone is bad), or None."""
+
+    def __init__(self, message: str, salvaged: object = None) -> None:
+        super().__init__(message)
+        self.salvaged = salvaged
 
 
 class RestartType(StrEnum):
@@ -54,20 +60,45 @@ class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
 
 
-class ProcessMetrics(_Strict):
+# Samples are msgspec Structs, not pydantic models: the leader reads every shard's sample each
+# tick, and decoding one into a Struct, constraints checked, costs an eighth of a pydantic model
+# (2 µs against 15 µs here: 40 ms against 300 ms at 20,000 shards). A Struct checks its
+# constraints when decoded or converted, not when constructed: what shardmon writes is made
+# with `checked()`.
+Percent = Annotated[float, msgspec.Meta(ge=0, le=100)]
+Amount = Annotated[float, msgspec.Meta(ge=0, le=1e15)]  # a finite figure: no inf, no nan
+Count = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class _Record(msgspec.Struct, frozen=True, kw_only=True):
+    """A record shardmon writes as JSON (unknown fields are ignored when read)."""
+
+    @classmethod
+    def checked(cls, **fields: Any) -> Self:
+        """A record made from `fields`, its constraints checked (msgspec.ValidationError)."""
+        return msgspec.convert(fields, cls)
+
+    def to_dict(self) -> dict[str, Any]:
+        return cast("dict[str, Any]", msgspec.to_builtins(self))
+
+    def to_json(self) -> str:
+        return msgspec.json.encode(self).decode()
+
+
+class ProcessMetrics(_Record, frozen=True, kw_only=True):
     """What one process measures of itself and its machine (or container) at `ts`."""
 
-    ts: float
-    cpu: float = Field(ge=0, le=100)
-    memory: float = Field(ge=0, le=100)
-    memory_used_mb: float = Field(ge=0)
-    memory_total_mb: float = Field(ge=0)
-    disk: float = Field(ge=0, le=100)
-    cores: float = Field(gt=0)
-    rss_mb: float = Field(ge=0)
+    ts: Amount
+    cpu: Percent
+    memory: Percent
+    memory_used_mb: Amount
+    memory_total_mb: Amount
+    disk: Percent
+    cores: Annotated[float, msgspec.Meta(gt=0, le=1e6)]
+    rss_mb: Amount
 
 
-class GatewayState(_Strict):
+class GatewayState(_Record, frozen=True, kw_only=True):
     """A shard's gateway connection as its process sees it, from discord.py's own events.
 
     Durations (`since_s`, `dispatch_age_s`) are measured on the process's monotonic clock, so
@@ -76,38 +107,32 @@ class GatewayState(_Strict):
     """
 
     connected: bool
-    since_s: float = Field(ge=0)  # seconds since the shard last connected or disconnected
-    last_connect: float | None = None
-    last_disconnect: float | None = None
-    last_ready: float | None = None
-    last_resume: float | None = None
-    disconnects_1h: int = Field(default=0, ge=0)
-    disconnects_total: int = Field(default=0, ge=0)  # since the process started: a counter
-    dispatch_age_s: float | None = Field(default=None, ge=0)  # None: not measurable here
-    stalls_1h: int = Field(default=0, ge=0)  # heartbeat-blocked and can't-keep-up warnings
-    stalls_total: int = Field(default=0, ge=0)
+    since_s: Amount  # seconds since the shard last connected or disconnected
+    last_connect: Amount | None = None
+    last_disconnect: Amount | None = None
+    last_ready: Amount | None = None
+    last_resume: Amount | None = None
+    disconnects_1h: Count = 0
+    disconnects_total: Count = 0  # since the process started: a counter
+    dispatch_age_s: Amount | None = None  # None: not measurable here
+    stalls_1h: Count = 0  # heartbeat-blocked and can't-keep-up warnings
+    stalls_total: Count = 0
 
 
-class Sample(ProcessMetrics):
+class Sample(ProcessMetrics, frozen=True, kw_only=True):
     """One shard's sample: its process's metrics plus its own gateway figures.
 
     `gateway` is an addition to DESIGN.md's fields: None in samples of older monitors and of
     processes that know no gateway (the node sidecar), which are judged by their process alone.
-    `gateway_malformed` is never written: it marks a sample read back whose `gateway` part did
-    not parse (dropped, and counted by the reader).
     """
 
-    shard: int = Field(ge=0)
-    latency_ms: float | None = Field(default=None, ge=0)
-    guilds: int = Field(default=0, ge=0)
-    users: int = Field(default=0, ge=0)
+    shard: Count
+    latency_ms: Amount | None = None
+    guilds: Count = 0
+    users: Count = 0
     node: str = ""
-    started_at: float | None = None  # when its process started: uptime without another read
+    started_at: Amount | None = None  # when its process started: uptime without another read
     gateway: GatewayState | None = None
-    gateway_malformed: bool = Field(default=False, exclude=True)
-
-    def to_json(self) -> str:
-        return self.model_dump_json()
 
 
 class SessionStartLimit(_Strict):
@@ -252,23 +277,27 @@ def new_event(
     )
 
 
+_SAMPLES = msgspec.json.Decoder(Sample)
+
+
 def parse_sample(raw: str | bytes) -> Sample:
-    """A sample read back; one whose only fault is its `gateway` part keeps the rest, with
-    `gateway_malformed` set, so that a bad gateway field never hides a shard's process."""
+    """A sample read back, or MalformedData. One whose only fault is its `gateway` part is
+    still MalformedData (to be counted), with the rest `salvaged`: a bad gateway field never
+    hides a shard's process."""
     try:
-        sample = Sample.model_validate_json(raw)
-    except ValidationError as exc:
-        if not all(error["loc"][:1] == ("gateway",) for error in exc.errors()):
-            raise MalformedData(f"not a sample: {exc.error_count()} error(s)") from None
-        data = json.loads(raw)
-        data.update(gateway=None, gateway_malformed=True)
+        return _SAMPLES.decode(raw)
+    except msgspec.ValidationError as exc:
+        if "at `$.gateway" not in str(exc):
+            raise MalformedData(f"not a sample: {exc}") from None
+        data = msgspec.json.decode(raw)
+        data["gateway"] = None
         try:
-            sample = Sample.model_validate(data)
-        except ValidationError:  # the same fields passed above; never expected
-            raise MalformedData("not a sample") from None
-    if not math.isfinite(sample.ts):
-        raise MalformedData("not a sample: ts is not finite")
-    return sample
+            salvaged = msgspec.convert(data, Sample)
+        except msgspec.ValidationError:  # the same fields passed above; never expected
+            raise MalformedData(f"not a sample: {exc}") from None
+        raise MalformedData(f"gateway part dropped: {exc}", salvaged=salvaged) from None
+    except msgspec.DecodeError as exc:
+        raise MalformedData(f"not JSON: {exc}") from None
 
 
 def parse_event(raw: str | bytes) -> RestartEvent:

@@ -14,8 +14,9 @@ import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, cast
 
+from shardmon.keys import RECENT_RESTARTS_S
 from shardmon.models import GatewayState, Sample, SessionStartLimit
 from shardmon.render import format_uptime
 
@@ -78,6 +79,8 @@ class FleetView:
     #: Conditions announced and not yet resolved (`<rule>[:<shard>]`) -> when announced.
     active: Mapping[str, float] = field(default_factory=dict)
     shard_count: int = 0
+    #: What the rules derive from the view, made once a tick for all of them (`_fresh`).
+    _derived: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def full_restart_s(self) -> float:
@@ -96,6 +99,16 @@ class Limits:
     settings: Mapping[str, float] = field(default_factory=dict)
     interval_s: float = 60
     overrides: Mapping[str, float] = field(default_factory=dict)
+    #: rule -> shard -> its `<rule>:<shard>` override, indexed once (the rules ask per shard).
+    _per_shard: dict[str, dict[int, float]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        per_shard: dict[str, dict[int, float]] = {}
+        for name, value in self.overrides.items():
+            rule, _, shard = name.rpartition(":")
+            if rule and shard.isdigit():
+                per_shard.setdefault(rule, {})[int(shard)] = value
+        object.__setattr__(self, "_per_shard", per_shard)
 
     def setting(self, limit: Limit) -> float:
         """The configured value: the setting, else its default (per sample interval)."""
@@ -105,8 +118,16 @@ class Limits:
 
     def threshold(self, rule: Thresholded, shard: int | None = None) -> float:
         """`<rule>:<shard>` override, else `<rule>` (the fleet's), else the setting."""
-        fleet = self.overrides.get(rule.name, self.setting(rule.threshold))
-        return fleet if shard is None else self.overrides.get(f"{rule.name}:{shard}", fleet)
+        fleet, per_shard = self.thresholds(rule)
+        return fleet if shard is None else per_shard.get(shard, fleet)
+
+    def thresholds(self, rule: Thresholded) -> tuple[float, Mapping[int, float]]:
+        """The fleet's threshold of `rule` and its per-shard overrides: what a rule judging
+        thousands of shards looks each one up in (`per_shard.get(shard, fleet)`)."""
+        fleet = self.overrides.get(rule.name)
+        if fleet is None:
+            fleet = self.setting(rule.threshold)
+        return fleet, self._per_shard.get(rule.name, {})
 
     @property
     def offline_after_s(self) -> float:
@@ -202,13 +223,16 @@ def _on_shard(finding: Finding) -> int:
 
 
 def _fresh(fleet: FleetView, limits: Limits) -> dict[int, Sample]:
-    """Samples recent enough to judge by: a silent shard is the offline rule's business."""
-    stale_after = limits.offline_after_s
-    return {
-        shard: sample
-        for shard, sample in fleet.latest.items()
-        if fleet.now - sample.ts <= stale_after
-    }
+    """Samples recent enough to judge by, by shard id: a silent shard is the offline rule's
+    business. Made once a tick for every rule."""
+    oldest = fleet.now - limits.offline_after_s
+    key = ("fresh", oldest)
+    if key not in fleet._derived:
+        fleet._derived[key] = {
+            shard: fleet.latest[shard] for shard in sorted(fleet.latest)
+            if fleet.latest[shard].ts >= oldest
+        }  # fmt: skip
+    return cast("dict[int, Sample]", fleet._derived[key])
 
 
 def _resource_details(sample: Sample, now: float) -> list[str]:
@@ -243,12 +267,14 @@ class _ResourceRule:
         return self.name
 
     def judge(self, fleet: FleetView, limits: Limits) -> list[Finding]:
-        findings = []
-        for shard, sample in sorted(_fresh(fleet, limits).items()):
-            value, limit = float(getattr(sample, self.attribute)), limits.threshold(self, shard)
-            if value > limit:
-                findings.append(Finding(self.name, shard, value, limit))
-        return findings
+        fleet_limit, per_shard = limits.thresholds(self)
+        attribute = self.attribute
+        over = [
+            (shard, value, limit)
+            for shard, sample in _fresh(fleet, limits).items()
+            if (value := getattr(sample, attribute)) > (limit := per_shard.get(shard, fleet_limit))
+        ]
+        return [Finding(self.name, shard, value, limit) for shard, value, limit in over]
 
     def describe(self, findings: Sequence[Finding], fleet: FleetView, limits: Limits) -> AlertText:
         title = "⚠️ High Resource Usage Detected"
@@ -302,10 +328,11 @@ class _CountRule:
         raise NotImplementedError
 
     def judge(self, fleet: FleetView, limits: Limits) -> list[Finding]:
+        fleet_limit, per_shard = limits.thresholds(self)
         return [
-            Finding(self.name, shard, count, limits.threshold(self, shard))
+            Finding(self.name, shard, count, limit)
             for shard, count in sorted(self._counts(fleet).items())
-            if count >= limits.threshold(self, shard)
+            if count >= (limit := per_shard.get(shard, fleet_limit))
         ]
 
     def _count_if_clear(self, shard: int | None, fleet: FleetView, limits: Limits) -> int | None:
@@ -321,7 +348,7 @@ class RestartStormRule(_CountRule):
     __slots__ = ()
     name = "restart_storm"
     threshold = Limit("restart_alert_threshold", "restarts in the window", 3, 1, 10_000, True)
-    window = Limit("restart_window_s", "seconds", 3600, 60, 7 * 86400, True)
+    window = Limit("restart_window_s", "seconds", 3600, 60, RECENT_RESTARTS_S, True)
     options = (window,)
 
     def _counts(self, fleet: FleetView) -> Mapping[int, int]:
@@ -370,11 +397,14 @@ class OfflineRule:
     inhibits: ClassVar[tuple[str, ...]] = ()
 
     def judge(self, fleet: FleetView, limits: Limits) -> list[Finding]:
-        return [
-            Finding(self.name, shard, fleet.now - seen, limits.threshold(self, shard))
-            for shard, seen in sorted(fleet.heartbeats.items())
-            if fleet.now - seen > limits.threshold(self, shard)
-        ]
+        fleet_limit, per_shard = limits.thresholds(self)
+        now = fleet.now
+        silent = sorted(
+            (shard, now - seen, limit)
+            for shard, seen in fleet.heartbeats.items()
+            if now - seen > (limit := per_shard.get(shard, fleet_limit))
+        )
+        return [Finding(self.name, shard, value, limit) for shard, value, limit in silent]
 
     def describe(self, findings: Sequence[Finding], fleet: FleetView, limits: Limits) -> AlertText:
         if len(findings) == 1:
@@ -427,12 +457,16 @@ class IdentifyStormRule(_CountRule):
 
 def _gateways(fleet: FleetView, limits: Limits) -> dict[int, tuple[Sample, GatewayState, float]]:
     """Fresh samples that carry gateway state, each with its age at `fleet.now` (a sample's
-    durations grow by its age: they were measured when it was taken)."""
-    return {
-        shard: (sample, sample.gateway, max(0.0, fleet.now - sample.ts))
-        for shard, sample in _fresh(fleet, limits).items()
-        if sample.gateway is not None
-    }
+    durations grow by its age: they were measured when it was taken). Made once a tick."""
+    key = ("gateways", limits.offline_after_s)
+    if key not in fleet._derived:
+        now = fleet.now
+        fleet._derived[key] = {
+            shard: (sample, sample.gateway, max(0.0, now - sample.ts))
+            for shard, sample in _fresh(fleet, limits).items()
+            if sample.gateway is not None
+        }
+    return cast("dict[int, tuple[Sample, GatewayState, float]]", fleet._derived[key])
 
 
 def _clock(ts: float | None) -> str:
@@ -451,11 +485,12 @@ class DisconnectedRule:
     inhibits: ClassVar[tuple[str, ...]] = ()
 
     def judge(self, fleet: FleetView, limits: Limits) -> list[Finding]:
+        fleet_limit, per_shard = limits.thresholds(self)
         findings = []
-        for shard, (_, gateway, age) in sorted(_gateways(fleet, limits).items()):
+        for shard, (_, gateway, age) in _gateways(fleet, limits).items():
             if gateway.connected:
                 continue
-            limit = limits.threshold(self, shard)
+            limit = per_shard.get(shard, fleet_limit)
             allowance = limit if gateway.last_connect is not None else limit + fleet.full_restart_s
             if gateway.since_s + age > allowance:
                 findings.append(Finding(self.name, shard, gateway.since_s + age, limit))
@@ -514,9 +549,12 @@ class ZombieRule:
         return gateway.dispatch_age_s + age
 
     def judge(self, fleet: FleetView, limits: Limits) -> list[Finding]:
+        fleet_limit, per_shard = limits.thresholds(self)
         findings = []
-        for shard, (sample, gateway, age) in sorted(_gateways(fleet, limits).items()):
-            limit = limits.threshold(self, shard)
+        for shard, (sample, gateway, age) in _gateways(fleet, limits).items():
+            if not gateway.connected or gateway.dispatch_age_s is None:
+                continue  # the common cases first: this runs for every shard of the fleet
+            limit = per_shard.get(shard, fleet_limit)
             silent = self.silent_for(sample, gateway, age)
             if limit > 0 and silent is not None and silent > limit:
                 findings.append(Finding(self.name, shard, silent, limit))
@@ -559,10 +597,12 @@ class LoopStallRule:
     inhibits: ClassVar[tuple[str, ...]] = ()
 
     def judge(self, fleet: FleetView, limits: Limits) -> list[Finding]:
+        fleet_limit, per_shard = limits.thresholds(self)
         return [
-            Finding(self.name, shard, gateway.stalls_1h, limits.threshold(self, shard))
-            for shard, (_, gateway, _) in sorted(_gateways(fleet, limits).items())
-            if gateway.stalls_1h >= limits.threshold(self, shard)
+            Finding(self.name, shard, gateway.stalls_1h, limit)
+            for shard, (_, gateway, _) in _gateways(fleet, limits).items()
+            if gateway.stalls_1h
+            and gateway.stalls_1h >= (limit := per_shard.get(shard, fleet_limit))
         ]
 
     def describe(self, findings: Sequence[Finding], fleet: FleetView, limits: Limits) -> AlertText:

@@ -144,8 +144,8 @@ class Sampler:
             if latency is not None and not math.isfinite(latency):
                 latency = None  # discord.py says inf before the first heartbeat is acknowledged
             samples.append(
-                Sample(
-                    **metrics.model_dump(),
+                Sample.checked(
+                    **metrics.to_dict(),
                     shard=shard,
                     latency_ms=latency,
                     guilds=stats.guilds,

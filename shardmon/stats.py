@@ -285,22 +285,27 @@ def summarize_fleet(
     *,
     now: float,
     offline_after_s: float,
+    with_shards: bool = True,
 ) -> FleetSummary:
-    """Online shards' figures summed or spread; a shard is offline after `offline_after_s`."""
-    statuses = []
-    for shard in sorted(set(latest) | set(heartbeats)):
-        seen = heartbeats.get(shard)
-        alive = seen is not None and now - seen <= offline_after_s
-        statuses.append(ShardStatus(shard, alive, seen, latest.get(shard)))
-    live = [s.sample for s in statuses if s.online and s.sample is not None]
+    """Online shards' figures summed or spread; a shard is offline after `offline_after_s`.
+    Without `with_shards` the summary lists no shard (the leader's `fleet` totals: at 20,000
+    shards, a status object a shard costs more than the sums)."""
+    oldest = now - offline_after_s
+    shard_ids = set(latest) | set(heartbeats)
+    alive = {shard for shard in shard_ids if heartbeats.get(shard, -math.inf) >= oldest}
+    statuses = (
+        [ShardStatus(s, s in alive, heartbeats.get(s), latest.get(s)) for s in sorted(shard_ids)]
+        if with_shards
+        else []
+    )
+    live = [sample for shard, sample in latest.items() if shard in alive]
     starts = [s.started_at for s in live if s.started_at is not None]
     latencies = [s.latency_ms for s in live if s.latency_ms is not None]
-    online = sum(s.online for s in statuses)
     gateways = [s.gateway for s in live if s.gateway is not None]
     return FleetSummary(
         shards=statuses,
-        online=online,
-        offline=len(statuses) - online,
+        online=len(alive),
+        offline=len(shard_ids) - len(alive),
         guilds=sum(s.guilds for s in live),
         users=sum(s.users for s in live),
         memory=_spread([s.memory for s in live]),

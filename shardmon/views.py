@@ -83,7 +83,7 @@ def status_view(status: FleetStatus, settings: Settings, *, as_json: bool = Fals
             "shards": [
                 {"shard": s.shard, "online": s.online, "gateway": states[s.shard],
                  "last_seen": s.last_seen,
-                 "sample": s.sample and s.sample.model_dump(),
+                 "sample": s.sample and s.sample.to_dict(),
                  "identifies_24h": gateway[s.shard].identifies,
                  "resumes_24h": gateway[s.shard].resumes}
                 for s in summary.shards

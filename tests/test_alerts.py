@@ -22,7 +22,7 @@ from shardmon.rules import Limits
 from shardmon.sinks import Alert, DeliveryPolicy, LogSink
 from shardmon.stats import Spread
 from shardmon.store import Store, lua
-from shardmon.store import _base as store_base
+from shardmon.store import fleet as fleet_store
 
 QUICK = DeliveryPolicy(attempts=2, backoff_s=0.01, attempt_timeout_s=1)
 
@@ -258,7 +258,7 @@ async def test_the_leader_parses_and_judges_the_fleet_off_the_event_loop(
     election, alerter, judge = make_node("a:1", RecordingSink())
     await _push(client, keys, {0: 95, 1: 40})
     threads: dict[str, set[str]] = {"parse": set(), "judge": set()}
-    parse, judge_fleet = store_base.parse_sample, judge._judge
+    parse, judge_fleet = fleet_store.parse_sample, judge._judge
 
     def parse_sample(raw: str | bytes) -> Any:
         threads["parse"].add(threading.current_thread().name)
@@ -268,7 +268,7 @@ async def test_the_leader_parses_and_judges_the_fleet_off_the_event_loop(
         threads["judge"].add(threading.current_thread().name)
         return judge_fleet(*args)
 
-    monkeypatch.setattr(store_base, "parse_sample", parse_sample)
+    monkeypatch.setattr(fleet_store, "parse_sample", parse_sample)
     monkeypatch.setattr(judge, "_judge", judged)
     assert await election.campaign_once() and await judge.tick()
     # shard 0's alert is being delivered: done before the client closes (a delivery left
@@ -286,10 +286,11 @@ async def test_a_claim_that_redis_py_resends_after_a_timeout_is_still_ours(
     await client.set(keys.leader, "a:1")
     alert_claim = client.register_script(lua("claim_alert"))
     resolution_claim = client.register_script(lua("claim_resolution"))
-    guard = [keys.leader, keys.alert("memory", 0)]
-    assert await alert_claim(keys=guard, args=["a:1", 60, "1:try-a"]) == 1
-    assert await alert_claim(keys=guard, args=["a:1", 60, "1:try-a"]) == 1  # the resend
-    assert await alert_claim(keys=guard, args=["a:1", 60, "1:try-b"]) == 0  # a later tick
+    guard = [keys.leader, keys.alert("memory", 0), keys.alert("memory", 1)]
+    assert await alert_claim(keys=guard, args=["a:1", 60, "1:try-a"]) == [1, 1]
+    assert await alert_claim(keys=guard, args=["a:1", 60, "1:try-a"]) == [1, 1]  # the resend
+    assert await alert_claim(keys=guard, args=["a:1", 60, "1:try-b"]) == [0, 0]  # a later tick
+    assert await alert_claim(keys=guard, args=["b:2", 60, "1:try-c"]) == [-1]  # not the leader
 
     await client.hset(keys.active_alerts, "memory:0", "{}")
     claim = [keys.leader, keys.active_alerts, keys.resolution("memory", 0)]

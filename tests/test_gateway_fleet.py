@@ -164,6 +164,10 @@ async def test_a_bad_session_start_limit_reply_is_logged_and_skipped(
     kept = await judge.store.session_limit()
     assert kept is not None and kept.remaining == 900  # the stored one stays
     assert [a.rule for a in sink.sent] == []
+    discord = judge.session_limits
+    assert isinstance(discord, Discord) and discord.calls == 1
+    await _tick(judge)
+    assert discord.calls == 2  # a failed read is tried again at the next tick
 
 
 async def test_a_malformed_gateway_part_is_counted_and_the_process_still_judged(

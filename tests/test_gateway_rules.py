@@ -14,7 +14,7 @@ from helpers import sample
 from shardmon.alerts import Alerter
 from shardmon.gateway import COUNT_WINDOW_S, GatewayTracker
 from shardmon.judge import FleetJudge
-from shardmon.models import GatewayState, SessionStartLimit, parse_sample
+from shardmon.models import GatewayState, MalformedData, Sample, SessionStartLimit, parse_sample
 from shardmon.rules import (
     DEFAULT_RULES,
     DisconnectedRule,
@@ -26,6 +26,7 @@ from shardmon.rules import (
     ZombieRule,
     connection_state,
 )
+from shardmon.store._base import parse_all
 
 NOW = time.time()
 LIMITS = Limits(interval_s=60)
@@ -125,11 +126,18 @@ def test_a_sample_keeps_its_process_when_its_gateway_part_is_nonsense() -> None:
     data = json.loads(good.to_json())
     for nonsense in ({"connected": "perhaps", "since_s": 1}, {"connected": True, "since_s": -1},
                      {"connected": True, "since_s": 1, "stalls_1h": 1.5}, "up"):  # fmt: skip
-        parsed = parse_sample(json.dumps({**data, "gateway": nonsense}))
-        assert parsed.gateway is None and parsed.gateway_malformed and parsed.memory == 40
+        with pytest.raises(MalformedData, match="gateway part dropped") as caught:
+            parse_sample(json.dumps({**data, "gateway": nonsense}))
+        salvaged = caught.value.salvaged  # counted as malformed, and the process kept
+        assert isinstance(salvaged, Sample) and salvaged.gateway is None
+        assert salvaged.memory == 40
+    [kept], skipped = parse_all([json.dumps({**data, "gateway": "up"})], parse_sample)
+    assert (kept.shard, skipped) == (3, 1)
+    with pytest.raises(MalformedData) as both_bad:
+        parse_sample(json.dumps({**data, "gateway": "up", "memory": 140}))
+    assert both_bad.value.salvaged is None
     older = parse_sample(json.dumps({k: v for k, v in data.items() if k != "gateway"}))
-    assert older.gateway is None and not older.gateway_malformed
-    assert "gateway_malformed" not in older.to_json()
+    assert older.gateway is None
 
 
 # -- the rules ----------------------------------------------------------------------------------
@@ -274,8 +282,6 @@ def test_disconnects_spread_over_hours_are_not_an_outage() -> None:
 @pytest.mark.parametrize("reply", [{"total": 1000}, ["total"], None, {"total": "x", "remaining": 1,
                                    "reset_after": 1, "max_concurrency": 1}])  # fmt: skip
 def test_a_session_start_limit_reply_that_is_not_one_is_refused(reply: object) -> None:
-    from shardmon.models import MalformedData
-
     with pytest.raises(MalformedData):
         SessionStartLimit.from_discord(reply, read_at=NOW)
 

@@ -108,17 +108,22 @@ async def test_history_is_newest_first_with_limit_and_per_shard(store: Store) ->
     assert await store.restart_history(limit=0) == []
 
 
-async def test_storm_counts_are_zcounts_of_the_shard_sets_in_one_script_call(
+async def test_storm_counts_agree_with_the_zcounts_and_read_no_shard_set(
     store: Store, client: aioredis.Redis, keys: Keys
 ) -> None:
-    """DESIGN.md: the per-shard storm count is a ZCOUNT of `restarts:<shard>`; the leader and
-    every view count all shards with one script call, reading no event."""
+    """DESIGN.md: the per-shard storm count is a ZCOUNT of `restarts:<shard>`. The leader and
+    every view take the same counts from `recent_restarts`, in one read whose size follows
+    the restarts, whatever the shard count."""
     now = time.time()
     for ago in (10, 300, 3000, 4000, 90000):
         await store.record_restart(event("crash", shards=(3,), at=now - ago))
     await store.record_restart(event("crash", shards=(4, 5), at=now - 5))
-    assert await store.restarts_in_window([3, 4, 5, 9], 3600, now) == {3: 3, 4: 1, 5: 1}
-    assert await store.restarts_in_window([3], 60, now) == {3: 1}
+    counts = await store.restarts_in_window(3600, now)
+    assert counts == {3: 3, 4: 1, 5: 1}
+    for shard, count in counts.items():  # what an operator's ZCOUNT says
+        assert await client.zcount(keys.shard_restarts(shard), now - 3600, "+inf") == count
+    assert await store.restarts_in_window(60, now) == {3: 1, 4: 1, 5: 1}
+    assert await store.restarts_in_window(8, now) == {4: 1, 5: 1}
     before = await _command_calls(client)
     report = await store.restart_storms(Limits(), shard_count=10, now=now)
     after = await _command_calls(client)
@@ -126,8 +131,7 @@ async def test_storm_counts_are_zcounts_of_the_shard_sets_in_one_script_call(
     assert report.restarts == {3: 3, 4: 1, 5: 1}
     if before is not None and after is not None:  # one server: its stats say what was sent
         sent = {name: n - before.get(name, 0) for name, n in after.items()}
-        assert sent.get("evalsha") == 1 and sent.get("zcount") == 10  # inside the script
-        assert "zrangebyscore" not in sent  # no event is read
+        assert sent.get("zrangebyscore") == 1 and not sent.get("zcount") and not sent.get("evalsha")
     # A shard beyond the configured count, with no heartbeat (it crash-loops before its first
     # sample), is counted too: it has restarted.
     for ago in (20, 30, 40):
@@ -140,6 +144,24 @@ async def test_storm_counts_are_zcounts_of_the_shard_sets_in_one_script_call(
     assert (report.storms, report.threshold, report.window) == (
         {3: 2, 5: 1, 42: 3}, 1, "the last 10 minutes"
     )  # fmt: skip
+
+
+async def test_a_deployment_without_the_restart_index_gets_it_from_its_events(
+    store: Store, client: aioredis.Redis, keys: Keys
+) -> None:
+    """Restarts recorded before `recent_restarts` existed still count: the first read builds
+    the index from the last 7 days of `restarts`."""
+    now = time.time()
+    for ago in (10, 20, 30, 8 * 86400):
+        await store.record_restart(event("crash", shards=(7, 8), at=now - ago))
+    await client.delete(keys.recent_restarts)  # as an older monitor left it
+    assert await store.restarts_in_window(3600, now) == {7: 3, 8: 3}
+    assert await client.zcard(keys.recent_restarts) == 6  # the 8-day-old event is not kept
+    await client.zadd(keys.recent_restarts, {"written by hand": now})
+    assert await store.restarts_in_window(3600, now) == {7: 3, 8: 3}
+    assert store.skipped[keys.recent_restarts] == 1
+    await store.prune_restarts(now - 15)
+    assert await store.restarts_in_window(3600, now) == {7: 1, 8: 1}
 
 
 async def test_restart_stats(store: Store) -> None:
@@ -315,31 +337,25 @@ async def _command_calls(client: aioredis.Redis) -> dict[str, int] | None:
     return {name.removeprefix("cmdstat_"): int(entry["calls"]) for name, entry in stats.items()}
 
 
-async def test_identify_counts_of_the_whole_fleet_come_in_one_script_call(
+async def test_identify_counts_of_the_whole_fleet_come_in_one_read(
     store: Store, client: aioredis.Redis, keys: Keys
 ) -> None:
     now = time.time()
     for shard, ages in {0: [10, 20, 30], 2: [60], 3: [2 * 86400]}.items():
         for ago in ages:
             await store.record_gateway_event(shard, "identify", now=now - ago)
-    await client.set(keys.gateway_identify(4), "written by hand")
-    await store.identify_counts([0], now=now)  # the script is loaded: one call from now on
+    await client.zadd(keys.identifies, {"written by hand": now})
     before = await _command_calls(client)
-    counts = await store.identify_counts(range(6), now=now)
+    counts = await store.identify_counts(now=now)
     after = await _command_calls(client)
     assert counts == {0: 3, 2: 1}  # shard 3's IDENTIFY is older than 24 h
     if before is not None and after is not None:  # one server: its stats say what was sent
         sent = {name: n - before.get(name, 0) for name, n in after.items()}
-        assert sent.get("evalsha") == 1 and sent.get("zcount") == 6  # inside the script
-    assert store.skipped[keys.gateway_identify(4)] == 1
+        assert sent.get("zrangebyscore") == 1 and not sent.get("zcount")
+    assert store.skipped[keys.identifies] == 1
+    for shard, count in counts.items():  # what an operator's ZCOUNT of the shard's set says
+        assert await client.zcount(keys.gateway_identify(shard), now - 86400, "+inf") == count
     gateway = await store.gateway_counts([0, 2, 3], now=now)
     assert {s: c.identifies for s, c in gateway.items()} == {0: 3, 2: 1, 3: 0}
-    assert await store.identify_counts([]) == {}
-    view = await store.leader_view(3600, shard_count=0, now=now)
-    assert view.fleet.identifies_24h == {}  # only shards of the fleet or with a heartbeat
-    await store.push_samples([(sample(0, ts=now), 1), (sample(4, ts=now), 2)])
-    view = await store.leader_view(3600, shard_count=0, now=now)
-    assert view.fleet.identifies_24h == {0: 3}
-    assert (await store.leader_view(3600, shard_count=3, now=now)).fleet.identifies_24h == {
-        0: 3, 2: 1
-    }  # fmt: skip
+    view = await store.leader_view(3600, shard_count=3, now=now)
+    assert view.fleet.identifies_24h == {0: 3, 2: 1} and view.fleet.identifies_1h == 4

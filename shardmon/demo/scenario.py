@@ -59,6 +59,7 @@ class _Demo:
         self.client = create_redis(url)
         self.store = Store(self.client, Keys(deployment))
         self.started = time.monotonic()
+        self.begun = time.time()
         self.seen_alerts: set[str] = set()
         self.crashes_left = 3
         self.failures: list[str] = []
@@ -152,6 +153,13 @@ class _Demo:
         """The shard's gateway goes down while its process runs on: alerted once after
         DISCONNECTED_AFTER_S, then resumed and resolved (in the background: the other steps
         go on meanwhile)."""
+
+        async def tracking() -> bool:  # its node is up and reports a gateway: it can drop it
+            sample = (await self.store.latest_samples()).get(shard)
+            return sample is not None and sample.gateway is not None and sample.ts > self.begun
+
+        if not await self.wait_for(f"shard {shard}'s first sample", tracking, 15):
+            return
         self.say(f"📡 shard {shard}'s gateway drops; its process keeps running")
         self.fleet.signal(shard, GATEWAY_DROP)
         if await self._seen("disconnected", "alert", DISCONNECTED_AFTER_S + 15):

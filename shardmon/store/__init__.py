@@ -12,7 +12,7 @@ from __future__ import annotations
 from shardmon.store._base import lua
 from shardmon.store.alerting import Leadership, condition, parse_condition
 from shardmon.store.fleet import FleetStatus, FleetStore, LeaderView
-from shardmon.store.restarts import PruneResult, RestartStore, record_restart_sync
+from shardmon.store.restarts import PruneResult, record_restart_sync
 from shardmon.store.samples import GatewayCounts, SampleWrite, ShardInfo
 
 __all__ = [
@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 
-class Store(RestartStore, FleetStore):
+class Store(FleetStore):
     """Samples, restart events, alerts and fleet reads of one deployment in Redis.
 
     Args:

@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cache
 from importlib.resources import files
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 
@@ -24,7 +24,6 @@ T = TypeVar("T")
 SCRIPTS = (
     "push_sample",
     "record_restart",
-    "count_since",
     "acquire_leader",
     "renew_leader",
     "release_leader",
@@ -47,9 +46,39 @@ def parse_all(raw: Iterable[str | bytes], parse: Callable[[str | bytes], T]) -> 
     for value in raw:
         try:
             parsed.append(parse(value))
-        except MalformedData:
+        except MalformedData as exc:
             skipped += 1
+            if exc.salvaged is not None:  # counted, and what could be read of it kept
+                parsed.append(cast("T", exc.salvaged))
     return parsed, skipped
+
+
+def count_by_shard(members: Iterable[str]) -> tuple[dict[int, int], int]:
+    """Members `<shard>:<rest>` of an index counted by shard, and how many name no shard."""
+    counts: Counter[int] = Counter()
+    bad = 0
+    for member in members:
+        shard, colon, _ = str(member).partition(":")
+        if colon and shard.isdigit():
+            counts[int(shard)] += 1
+        else:
+            bad += 1
+    return dict(counts), bad
+
+
+def heartbeat_map(pairs: Sequence[tuple[str, float]]) -> tuple[dict[int, float], int]:
+    """`heartbeats` as shard -> last seen, and how many members are not shard ids."""
+    seen = {int(member): float(score) for member, score in pairs if str(member).isdigit()}
+    return seen, len(pairs) - len(seen)
+
+
+def pairs(reply: Sequence[Any]) -> list[tuple[str, float]]:
+    """A ZRANGE WITHSCORES reply read without redis-py's conversion (which builds a tuple and
+    re-encodes each score on the event loop): RESP3's `[member, score]` pairs or RESP2's flat
+    list, as (member, score)."""
+    if reply and isinstance(reply[0], list | tuple):
+        return [(str(member), float(score)) for member, score in reply]
+    return [(str(reply[i]), float(reply[i + 1])) for i in range(0, len(reply) - 1, 2)]
 
 
 class StoreBase:
@@ -85,27 +114,18 @@ class StoreBase:
     async def _parse_latest(self, raw: Mapping[Any, str | bytes]) -> dict[int, Sample]:
         """`latest` parsed off the event loop: a sample per shard is the heaviest CPU work of
         a fleet-wide read (tens of ms at 5,000 shards). Malformed ones are counted."""
-        samples, bad = await asyncio.to_thread(parse_all, list(raw.values()), parse_sample)
-        bad += sum(sample.gateway_malformed for sample in samples)  # judged without it
+        return self._latest(*await asyncio.to_thread(parse_all, list(raw.values()), parse_sample))
+
+    def _latest(self, samples: Sequence[Sample], bad: int) -> dict[int, Sample]:
         if bad:
             self._count_skipped(self.keys.latest, bad)
         return {sample.shard: sample for sample in samples}
 
     def _heartbeats(self, pairs: Sequence[tuple[str, float]]) -> dict[int, float]:
-        seen = {int(member): float(score) for member, score in pairs if str(member).isdigit()}
-        if len(seen) < len(pairs):
-            self._count_skipped(self.keys.heartbeats, len(pairs) - len(seen))
+        seen, bad = heartbeat_map(pairs)
+        if bad:
+            self._count_skipped(self.keys.heartbeats, bad)
         return seen
-
-    def _judged_shards(
-        self, shard_count: int, seen: Iterable[int], restart_fields: Iterable[str]
-    ) -> list[int]:
-        """The shards whose restarts are counted: the fleet's (0..shard_count-1), any other
-        with a heartbeat, and any that ever restarted (`restart_counts` fields `<shard>:<type>`):
-        a shard crash-looping before its first sample, beyond the configured count, too."""
-        restarted = {int(shard) for shard, _, _ in (str(f).partition(":") for f in restart_fields)
-                     if shard.isdigit()}  # fmt: skip
-        return sorted({*range(shard_count), *seen, *restarted})
 
     def _overrides(self, raw: Mapping[str, str]) -> dict[str, float]:
         """The `thresholds` hash as numbers; "nan" would switch a rule off without a word, a
@@ -122,23 +142,10 @@ class StoreBase:
                 self._count_skipped(self.keys.thresholds, 1)
         return overrides
 
-    async def _count_since(
-        self, shards: Sequence[int], groups: Sequence[tuple[str, float]]
-    ) -> list[dict[int, int]]:
-        """For each group (a family of one sorted set a shard, `restarts:<shard>`, and a
-        score): shard -> its ZCOUNT from that score, where above zero. One script call for all
-        (`count_since.lua`), whatever the shard count; a key of the wrong type is skipped and
-        counted."""
-        counts: list[dict[int, int]] = [{} for _ in groups]
-        if not shards:
-            return counts
-        keys = [key for family, _ in groups for key in self.keys.of_shards(family, shards)]
-        args = [value for _, since in groups for value in (len(shards), since)]
-        found = await self.scripts["count_since"](keys=keys, args=args)
-        for position, count in zip(found[::2], found[1::2], strict=True):
-            group, at = divmod(int(position) - 1, len(shards))
-            if count < 0:
-                self._count_skipped(keys[int(position) - 1], 1)
-            else:
-                counts[group][shards[at]] = int(count)
+    def _by_shard(self, members: Iterable[str], key: str) -> dict[int, int]:
+        """Shard -> how many members of an index (`<shard>:...`) are its; members that name
+        no shard are skipped and counted."""
+        counts, bad = count_by_shard(members)
+        if bad:
+            self._count_skipped(key, bad)
         return counts

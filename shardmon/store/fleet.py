@@ -3,15 +3,16 @@ the leader judges, performance history from the rollups, and the key layout's co
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 from shardmon.keys import FLEET_TTL_S, ROLLUP_HOUR_TTL_S
-from shardmon.models import MalformedData, SessionStartLimit, parse_sample
+from shardmon.models import MalformedData, Sample, SessionStartLimit, parse_sample
 from shardmon.rules import FleetView
 from shardmon.stats import (
     FleetSummary,
@@ -23,7 +24,9 @@ from shardmon.stats import (
     summarize_rollups,
     summarize_samples,
 )
+from shardmon.store._base import count_by_shard, heartbeat_map, pairs, parse_all
 from shardmon.store.alerting import AlertStore, Leadership
+from shardmon.store.restarts import RestartStore
 from shardmon.store.samples import GatewayCounts, SampleStore, minute_of
 
 __all__ = ["FleetStatus", "FleetStore", "LeaderView"]
@@ -65,43 +68,78 @@ class FleetStatus:
     session_limit: SessionStartLimit | None = None
 
 
-class FleetStore(SampleStore, AlertStore):
+def _parse_fleet(
+    latest: Sequence[str],
+    beats: Sequence[Any],
+    restarted: Sequence[str],
+    identified: Sequence[Any],
+    last_hour: float,
+) -> tuple[
+    tuple[dict[int, Sample], int],
+    tuple[dict[int, float], int],
+    tuple[dict[int, int], int],
+    tuple[dict[int, int], int],
+    int,
+]:
+    """The leader's read, parsed (pure: runs in a worker thread): each part with how many of
+    its values did not parse, and the fleet's IDENTIFYs since `last_hour`."""
+    samples, bad = parse_all(latest, parse_sample)
+    identifies = pairs(identified)
+    by_shard = count_by_shard(member for member, _ in identifies)
+    valid = (ts for member, ts in identifies if member.partition(":")[0].isdigit())
+    return (
+        ({sample.shard: sample for sample in samples}, bad),
+        heartbeat_map(pairs(beats)),
+        count_by_shard(restarted),
+        by_shard,
+        sum(ts >= last_hour for ts in valid),
+    )
+
+
+class FleetStore(SampleStore, RestartStore, AlertStore):
     async def leader_view(
         self, restart_window_s: float, shard_count: int, now: float | None = None
     ) -> LeaderView:
-        """One pipelined round trip (latest, heartbeats, overrides, active conditions, the
-        shards that ever restarted, the session start limit, the fleet's IDENTIFYs of the last
-        hour) and one script call that counts each shard's restarts in the window and
-        IDENTIFYs in 24 h."""
+        """One pipelined round trip: every shard's newest sample and heartbeat, the overrides,
+        the conditions announced, the session start limit, and the fleet's restarts of the
+        window and IDENTIFYs of 24 hours from their indexes (whose size follows the events,
+        not the shards). Everything that grows with the shard count is parsed in a worker
+        thread: the bot's event loop only moves the bytes."""
         now = time.time() if now is None else now
         keys = self.keys
         async with self.client.pipeline(transaction=False) as pipe:
-            pipe.hgetall(keys.latest)
-            pipe.zrange(keys.heartbeats, 0, -1, withscores=True)
+            pipe.hvals(keys.latest)
+            pipe.execute_command("ZRANGE", keys.heartbeats, 0, -1, "WITHSCORES")  # unconverted
             pipe.hgetall(keys.thresholds)
             pipe.hgetall(keys.active_alerts)
-            pipe.hkeys(keys.restart_counts)
             pipe.hgetall(keys.session_start_limit)
-            pipe.zcount(keys.identifies, now - 3600, "+inf")
-            (latest_raw, beats, overrides_raw, active, restarted, limit_raw,
-             identifies_1h) = await pipe.execute()  # fmt: skip
-        latest = await self._parse_latest(latest_raw)
-        heartbeats = self._heartbeats(beats)
-        shards = self._judged_shards(shard_count, heartbeats, restarted)
-        restarts, identifies = await self._count_since(
-            shards,
-            [
-                ("restarts:<shard>", now - restart_window_s),
-                ("gateway:<shard>:identify", now - IDENTIFY_WINDOW_S),
-            ],
+            pipe.zrangebyscore(keys.recent_restarts, now - restart_window_s, "+inf")
+            pipe.exists(keys.recent_restarts)
+            pipe.execute_command(
+                "ZRANGEBYSCORE", keys.identifies, now - IDENTIFY_WINDOW_S, "+inf", "WITHSCORES"
+            )
+            (latest_raw, beats, overrides_raw, active, limit_raw, restarted, indexed,
+             identified) = await pipe.execute()  # fmt: skip
+        if not indexed:
+            restarted = await self._index_recent_restarts(now - restart_window_s, now)
+        parsed = await asyncio.to_thread(
+            _parse_fleet, latest_raw, beats, restarted, identified, now - 3600
         )
+        (samples, bad), (heartbeats, bad_beats), (restarts, bad_marks), (identifies, bad_ids) = (
+            parsed[:4]
+        )
+        skipped = {keys.latest: bad, keys.heartbeats: bad_beats,
+                   keys.recent_restarts: bad_marks, keys.identifies: bad_ids}  # fmt: skip
+        for key, count in skipped.items():
+            if count:
+                self._count_skipped(key, count)
         fleet = FleetView(
             now=now,
-            latest=latest,
+            latest=samples,
             heartbeats=heartbeats,
             restarts_in_window=restarts,
             identifies_24h=identifies,
-            identifies_1h=int(identifies_1h),
+            identifies_1h=parsed[4],
             session_limit=self._session_limit(limit_raw),
             active=_announced(active, now),
             shard_count=shard_count,

@@ -8,14 +8,14 @@ import contextlib
 import math
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
 
 from shardmon.connection import run_script
-from shardmon.keys import Keys
+from shardmon.keys import RECENT_RESTARTS_S, Keys
 from shardmon.models import MalformedData, RestartEvent, parse_event
 from shardmon.rules import Limits, StormReport, storm_report
 from shardmon.stats import RestartStats, restart_stats
@@ -40,12 +40,15 @@ class PruneResult:
 
 def _restart_keys(keys: Keys, event: RestartEvent) -> list[str]:
     shard_sets = (keys.shard_restarts(shard) for shard in event.shards)
-    return [keys.retention, keys.restart_counts, keys.restarts, keys.restart_types, *shard_sets]
+    return [keys.retention, keys.restart_counts, keys.restarts, keys.restart_types,
+            keys.recent_restarts, *shard_sets]  # fmt: skip
 
 
 def _restart_args(event: RestartEvent, member: str) -> list[str | float]:
-    """Score, member (the JSON kept byte for byte), type and shards (for the counts)."""
-    return [event.ts, member, event.type.value, *(str(shard) for shard in event.shards)]
+    """Score, member (the JSON kept byte for byte), type, id, how long the index keeps it,
+    and shards (for the counts and the index)."""
+    return [event.ts, member, event.type.value, event.id, RECENT_RESTARTS_S,
+            *(str(shard) for shard in event.shards)]  # fmt: skip
 
 
 def _restart_types(raw: Mapping[str, str]) -> dict[str, int] | None:
@@ -194,27 +197,40 @@ class RestartStore(StoreBase):
         self, limits: Limits, shard_count: int, now: float | None = None
     ) -> StormReport:
         """Restart storms now, with the runtime overrides, for every view that shows them:
-        the storm rule's judgement of one ZCOUNT a shard (shards 0..shard_count-1, any other
-        with a heartbeat, any that ever restarted), in one pipeline and one script call."""
+        the storm rule's judgement of each shard's restarts in the window (every shard that
+        restarted, whatever `shard_count` says: a shard crash-looping before its first sample
+        too)."""
         now = time.time() if now is None else now
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.zrange(self.keys.heartbeats, 0, -1)
-            pipe.hgetall(self.keys.thresholds)
-            pipe.hkeys(self.keys.restart_counts)
-            members, overrides, restarted = await pipe.execute()
+        overrides = cast("dict[str, str]", await self.client.hgetall(self.keys.thresholds))
         limits = Limits(limits.settings, limits.interval_s, self._overrides(overrides))
-        seen = (int(member) for member in members if str(member).isdigit())
-        shards = self._judged_shards(shard_count, seen, restarted)
-        restarts = await self.restarts_in_window(shards, limits.restart_window_s, now)
+        restarts = await self.restarts_in_window(limits.restart_window_s, now)
         return storm_report(restarts, limits, now)
 
-    async def restarts_in_window(
-        self, shards: Iterable[int], window_s: float, now: float
-    ) -> dict[int, int]:
-        """Shard -> its restarts since `now - window_s`, for shards with any: the ZCOUNT of
-        `restarts:<shard>` that DESIGN.md promises, one script call for all."""
-        [counts] = await self._count_since(list(shards), [("restarts:<shard>", now - window_s)])
-        return counts
+    async def restarts_in_window(self, window_s: float, now: float) -> dict[int, int]:
+        """Shard -> its restarts since `now - window_s`, for shards with any: what a ZCOUNT of
+        each `restarts:<shard>` answers (DESIGN.md's storm count), counted from
+        `recent_restarts` in one read whose size follows the restarts, not the shards."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.zrangebyscore(self.keys.recent_restarts, now - window_s, "+inf")
+            pipe.exists(self.keys.recent_restarts)
+            members, indexed = await pipe.execute()
+        if not indexed:
+            members = await self._index_recent_restarts(now - window_s, now)
+        return self._by_shard(cast("list[str]", members), self.keys.recent_restarts)
+
+    async def _index_recent_restarts(self, since: float, now: float) -> list[str]:
+        """Fill a missing `recent_restarts` from the events of the last 7 days (a deployment
+        that recorded restarts before the index existed; or none in 7 days: nothing to do),
+        and return its members since `since`."""
+        raw = cast(
+            "list[str]",
+            await self.client.zrangebyscore(self.keys.restarts, now - RECENT_RESTARTS_S, "+inf"),
+        )
+        events = await asyncio.to_thread(parse_all, raw, parse_event)
+        members = {f"{shard}:{e.id}": e.ts for e in events[0] for shard in e.shards}
+        if members:
+            await self.client.zadd(self.keys.recent_restarts, members, nx=True)
+        return [member for member, ts in members.items() if ts >= since]
 
     async def prune_restarts(self, before: float) -> PruneResult:
         """Remove restart events older than `before` from `restarts` and every
@@ -226,6 +242,7 @@ class RestartStore(StoreBase):
             pipe.zremrangebyscore(self.keys.restarts, "-inf", f"({before}")
             pipe.delete(self.keys.restart_types)
             fleet = int((await pipe.execute())[0])
+        await self.client.zremrangebyscore(self.keys.recent_restarts, "-inf", f"({before}")
         pattern = self.keys.pattern("restarts:<shard>")
         per_shard = 0
         async for key in self.client.scan_iter(pattern, count=1000):

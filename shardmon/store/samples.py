@@ -180,15 +180,14 @@ class SampleStore(StoreBase):
         }
 
     async def identify_counts(
-        self, shards: Iterable[int], window_s: float = 86400, now: float | None = None
+        self, window_s: float = 86400, now: float | None = None
     ) -> dict[int, int]:
-        """Shard -> IDENTIFYs within the window, for shards with any: one script call, whatever
-        the shard count (a key of the wrong type is skipped and counted)."""
+        """Shard -> IDENTIFYs within the window, for shards with any: one read of the fleet's
+        `identifies`, whatever the shard count (members naming no shard are skipped and
+        counted)."""
         now = time.time() if now is None else now
-        [counts] = await self._count_since(
-            list(shards), [("gateway:<shard>:identify", now - window_s)]
-        )
-        return counts
+        members = await self.client.zrangebyscore(self.keys.identifies, now - window_s, "+inf")
+        return self._by_shard(cast("list[str]", members), self.keys.identifies)
 
     async def write_session_limit(self, limit: SessionStartLimit) -> None:
         """`session_start_limit`: the bot's IDENTIFY budget as just read (the leader's)."""
