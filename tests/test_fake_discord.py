@@ -1,5 +1,5 @@
 """FakeDiscord against discord.py's real AutoShardedBot: connect, drop/RESUME, held sessions,
-dispatches, missing heartbeat ACKs and /gateway/bot (a blocked heartbeat thread: test_cog_gateway.py).
+dispatches, missing heartbeat ACKs and /gateway/bot (a blocked loop: test_cog_gateway.py).
 
 Every assertion is on what discord.py itself did: its events (on_shard_connect, on_shard_ready,
 on_shard_disconnect, on_shard_resumed, on_socket_event_type), its objects (guilds, shards,
