@@ -68,6 +68,9 @@ class GatewayTracker:
     def _shard(self, shard: int) -> _Shard | None:
         return self._shards.get(shard)  # another process's shard (a stray event): ignored
 
+    def _now(self) -> float:
+        return round(self._wall(), 3)  # a millisecond is enough for people, and short in JSON
+
     def _set(self, shard: int, connected: bool) -> _Shard | None:
         state = self._shard(shard)
         if state is not None and state.connected != connected:
@@ -79,19 +82,19 @@ class GatewayTracker:
         """A new session (discord.py's `on_shard_connect`: READY after an IDENTIFY)."""
         with self._lock:
             if (state := self._set(shard, True)) is not None:
-                state.last_connect = self._wall()
+                state.last_connect = self._now()
 
     def ready(self, shard: int) -> None:
         """The shard has its guilds (`on_shard_ready`)."""
         with self._lock:
             if (state := self._set(shard, True)) is not None:
-                state.last_ready = self._wall()
+                state.last_ready = self._now()
 
     def resumed(self, shard: int) -> None:
         """The session was resumed (`on_shard_resumed`): connected again, no IDENTIFY spent."""
         with self._lock:
             if (state := self._set(shard, True)) is not None:
-                state.last_resume = self._wall()
+                state.last_resume = self._now()
 
     def disconnected(self, shard: int) -> None:
         """The websocket closed (`on_shard_disconnect`); discord.py reconnects by itself."""
@@ -103,7 +106,7 @@ class GatewayTracker:
                 state.disconnects.append(self._clock())
                 state.disconnects_total += 1
             self._set(shard, False)
-            state.last_disconnect = self._wall()
+            state.last_disconnect = self._now()
 
     def dispatched(self, shard: int, at: float | None = None) -> None:
         """A gateway dispatch reached the shard (at monotonic time `at`, default now)."""

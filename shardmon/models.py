@@ -98,12 +98,14 @@ class ProcessMetrics(_Record, frozen=True, kw_only=True):
     rss_mb: Amount
 
 
-class GatewayState(_Record, frozen=True, kw_only=True):
+class GatewayState(_Record, frozen=True, kw_only=True, omit_defaults=True):
     """A shard's gateway connection as its process sees it, from discord.py's own events.
 
     Durations (`since_s`, `dispatch_age_s`) are measured on the process's monotonic clock, so
     that judging them does not depend on any host's wall clock; the `last_*` times are the
-    host's epoch seconds, for people. Counts of the last hour are a sliding window.
+    host's epoch seconds, for people. Counts of the last hour are a sliding window. A field at
+    its default (a time never seen, a count of 0) is left out of the JSON: the leader reads
+    every shard's each tick, so bytes count.
     """
 
     connected: bool

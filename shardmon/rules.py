@@ -462,7 +462,7 @@ def _gateways(fleet: FleetView, limits: Limits) -> dict[int, tuple[Sample, Gatew
     if key not in fleet._derived:
         now = fleet.now
         fleet._derived[key] = {
-            shard: (sample, sample.gateway, max(0.0, now - sample.ts))
+            shard: (sample, sample.gateway, age if (age := now - sample.ts) > 0 else 0.0)
             for shard, sample in _fresh(fleet, limits).items()
             if sample.gateway is not None
         }
@@ -550,15 +550,19 @@ class ZombieRule:
 
     def judge(self, fleet: FleetView, limits: Limits) -> list[Finding]:
         fleet_limit, per_shard = limits.thresholds(self)
-        findings = []
-        for shard, (sample, gateway, age) in _gateways(fleet, limits).items():
-            if not gateway.connected or gateway.dispatch_age_s is None:
-                continue  # the common cases first: this runs for every shard of the fleet
-            limit = per_shard.get(shard, fleet_limit)
-            silent = self.silent_for(sample, gateway, age)
-            if limit > 0 and silent is not None and silent > limit:
-                findings.append(Finding(self.name, shard, silent, limit))
-        return findings
+        if fleet_limit <= 0 and not per_shard:
+            return []  # off
+        # `silent_for`, inlined: this runs for every shard of the fleet
+        silent = [
+            (shard, age + gateway.dispatch_age_s, per_shard.get(shard, fleet_limit))
+            for shard, (sample, gateway, age) in _gateways(fleet, limits).items()
+            if gateway.connected and gateway.dispatch_age_s is not None and sample.guilds > 0
+        ]
+        return [
+            Finding(self.name, shard, value, limit)
+            for shard, value, limit in silent
+            if 0 < limit < value
+        ]
 
     def describe(self, findings: Sequence[Finding], fleet: FleetView, limits: Limits) -> AlertText:
         lines = []
