@@ -69,6 +69,13 @@ async def _until(check: Callable[[], bool]) -> None:
     await wait_until(holds)
 
 
+def _fresh_dispatch(cog: ShardmonCog, shard: int) -> bool:
+    """Whether the cog has credited the shard with a dispatch in the last quarter second."""
+    cog.watch.before_sample()
+    age = _now(cog, shard).dispatch_age_s
+    return age is not None and age < 0.25
+
+
 def _now(cog: ShardmonCog, shard: int) -> GatewayState:
     """The shard's state as the cog's tracker has it now (before any sample)."""
     state = cog.watch.tracker.state(shard)
@@ -91,7 +98,7 @@ async def test_samples_carry_each_shards_connection_drops_resumes_and_dispatches
             await fake.drop(1)
             await _until(lambda: _now(cog, 1).last_resume is not None)
             await fake.dispatch(3, "SHARDMON_TEST", {})
-            await _until(lambda: cog.watch._last_event is not None)
+            await _until(lambda: _fresh_dispatch(cog, 3))
             gateways = await _gateways(cog)
             assert gateways[1].connected and gateways[1].disconnects_total == 1
             assert gateways[1].last_resume is not None and fake.resumes == [1]
@@ -151,7 +158,7 @@ async def test_a_zombie_shard_is_alerted_and_resolved_by_its_next_dispatch(
             assert all(g.connected for g in gateways.values())
             assert await _judge(cog) == [("alert", "zombie", [2])]
             await fake.dispatch(2, "SHARDMON_TEST", {})
-            await _until(lambda: cog.watch._last_event is not None)
+            await _until(lambda: _fresh_dispatch(cog, 2))
             await _gateways(cog)
             assert await _judge(cog) == [("alert", "zombie", [2]), ("resolved", "zombie", [2])]
     finally:
