@@ -86,7 +86,7 @@ class FleetJudge:
         if epoch is None or not self.election.is_leader:
             return False
         await self._read_session_limit()
-        view = await self.store.leader_view(self.limits.restart_window_s, self.shard_count or 0)
+        view = await self.store.leader_view(self.limits, self.shard_count or 0)
         fleet = view.fleet
         limits = replace(self.limits, overrides=view.overrides)
         # The rules and the fleet figures cost CPU in proportion to the shard count (tens of

@@ -16,6 +16,7 @@ from redis_server import RedisServer
 from shardmon.connection import create_redis, redact_url
 from shardmon.keys import Keys
 from shardmon.monitor import GatewayStats, MonitorConfig, build_monitor
+from shardmon.rules import Limits
 from shardmon.store import Store
 
 
@@ -64,7 +65,7 @@ async def test_bytes_that_are_not_utf8_are_skipped(
         raw.hset(keys.latest, "7", b"\xff\xfe\x00garbage")
         raw.zadd(keys.restarts, {b"\xff\xfe": time.time()})
     assert set(await store.latest_samples()) == {0}
-    view = await store.leader_view(3600, shard_count=1)
+    view = await store.leader_view(Limits(), shard_count=1)
     assert set(view.fleet.latest) == {0}
     assert (await store.restart_stats()).skipped == 1
 
@@ -108,7 +109,7 @@ async def test_threshold_overrides_that_are_not_finite_or_negative_are_skipped(
     await client.hset(keys.thresholds, mapping={"memory": "nan", "cpu": "-5", "offline": "inf",
                                                 "memory:3": "90"})  # fmt: skip
     store = Store(client, keys)
-    overrides = (await store.leader_view(3600, shard_count=1)).overrides
+    overrides = (await store.leader_view(Limits(), shard_count=1)).overrides
     assert overrides == {"memory:3": 90.0} and store.skipped[keys.thresholds] == 3
 
 

@@ -137,7 +137,7 @@ async def test_storm_counts_agree_with_the_zcounts_and_read_no_shard_set(
     for ago in (20, 30, 40):
         await store.record_restart(event("crash", shards=(42,), at=now - ago))
     assert (await store.restart_storms(Limits(), shard_count=10, now=now)).storms == {3: 3, 42: 3}
-    view = await store.leader_view(3600, shard_count=10, now=now)
+    view = await store.leader_view(Limits(), shard_count=10, now=now)
     assert view.fleet.restarts_in_window[42] == 3
     await client.hset(keys.thresholds, mapping={"restart_storm": "1", "restart_storm:4": "5"})
     report = await store.restart_storms(Limits({"restart_window_s": 600}), 10, now=now)
@@ -357,5 +357,13 @@ async def test_identify_counts_of_the_whole_fleet_come_in_one_read(
         assert await client.zcount(keys.gateway_identify(shard), now - 86400, "+inf") == count
     gateway = await store.gateway_counts([0, 2, 3], now=now)
     assert {s: c.identifies for s, c in gateway.items()} == {0: 3, 2: 1, 3: 0}
-    view = await store.leader_view(3600, shard_count=3, now=now)
-    assert view.fleet.identifies_24h == {0: 3, 2: 1} and view.fleet.identifies_1h == 4
+    view = await store.leader_view(Limits(), shard_count=3, now=now)
+    # The leader gets back only the shards that may fire (25 a day by default) ...
+    assert view.fleet.identifies_24h == {} and view.fleet.identifies_1h == 4
+    await client.hset(keys.thresholds, mapping={"identify_storm": "30", "identify_storm:0": "3"})
+    view = await store.leader_view(Limits(), shard_count=3, now=now)
+    assert view.fleet.identifies_24h == {0: 3}  # ... with the overrides
+    await client.hset(keys.active_alerts, "identify_storm:2", '{"since": 1}')
+    view = await store.leader_view(Limits(), shard_count=3, now=now)
+    assert view.fleet.identifies_24h == {0: 3, 2: 1}  # ... and those whose resolution is owed
+    assert store.skipped[keys.identifies] == 4  # the member written by hand, at each read

@@ -24,6 +24,7 @@ T = TypeVar("T")
 SCRIPTS = (
     "push_sample",
     "record_restart",
+    "count_by_shard",
     "acquire_leader",
     "renew_leader",
     "release_leader",

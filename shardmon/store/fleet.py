@@ -8,12 +8,19 @@ import json
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 from shardmon.keys import FLEET_TTL_S, ROLLUP_HOUR_TTL_S
 from shardmon.models import MalformedData, Sample, SessionStartLimit, parse_sample
-from shardmon.rules import FleetView
+from shardmon.rules import (
+    FleetView,
+    IdentifyStormRule,
+    Limits,
+    OfflineRule,
+    RestartStormRule,
+    Thresholded,
+)
 from shardmon.stats import (
     FleetSummary,
     Performance,
@@ -24,8 +31,8 @@ from shardmon.stats import (
     summarize_rollups,
     summarize_samples,
 )
-from shardmon.store._base import count_by_shard, heartbeat_map, pairs, parse_all
-from shardmon.store.alerting import AlertStore, Leadership
+from shardmon.store._base import heartbeat_map, pairs, parse_all
+from shardmon.store.alerting import AlertStore, Leadership, parse_condition
 from shardmon.store.restarts import RestartStore
 from shardmon.store.samples import GatewayCounts, SampleStore, minute_of
 
@@ -68,66 +75,101 @@ class FleetStatus:
     session_limit: SessionStartLimit | None = None
 
 
-def _parse_fleet(
-    latest: Sequence[str],
-    beats: Sequence[Any],
-    restarted: Sequence[str],
-    identified: Sequence[Any],
-    last_hour: float,
-) -> tuple[
-    tuple[dict[int, Sample], int],
-    tuple[dict[int, float], int],
-    tuple[dict[int, int], int],
-    tuple[dict[int, int], int],
-    int,
-]:
-    """The leader's read, parsed (pure: runs in a worker thread): each part with how many of
-    its values did not parse, and the fleet's IDENTIFYs since `last_hour`."""
-    samples, bad = parse_all(latest, parse_sample)
-    identifies = pairs(identified)
-    by_shard = count_by_shard(member for member, _ in identifies)
-    valid = (ts for member, ts in identifies if member.partition(":")[0].isdigit())
-    return (
-        ({sample.shard: sample for sample in samples}, bad),
-        heartbeat_map(pairs(beats)),
-        count_by_shard(restarted),
-        by_shard,
-        sum(ts >= last_hour for ts in valid),
-    )
+def _parse_samples(raw: Sequence[str]) -> tuple[dict[int, Sample], int]:
+    """The shards' newest samples, and how many did not parse (pure: for a worker thread)."""
+    parsed, bad = parse_all(raw, parse_sample)
+    return {sample.shard: sample for sample in parsed}, bad
+
+
+def _heartbeats_of(
+    samples: Mapping[int, Sample], beats: Sequence[Any], every: bool
+) -> tuple[dict[int, float], int]:
+    """Shard -> last seen, and how many members are not shard ids (pure). With `every`, the
+    `heartbeats` set read whole; else a shard's heartbeat is its sample's time (the write
+    script stamps both with it), with the heartbeats old enough to matter read on top."""
+    if every:
+        return heartbeat_map(pairs(beats))
+    old, bad = heartbeat_map(pairs(beats))
+    return {shard: sample.ts for shard, sample in samples.items()} | old, bad
+
+
+def _counts(found: Sequence[Any]) -> tuple[dict[int, int], int, int]:
+    """`count_by_shard.lua`'s reply: shard -> count, members naming no shard, recent ones."""
+    bad, recent, *flat = (int(value) for value in found)
+    return dict(zip(flat[::2], flat[1::2], strict=True)), bad, recent
+
+
+def _floor(limits: Limits, rule: Thresholded) -> int:
+    """The least count the rule can fire at, on any shard (with the overrides)."""
+    fleet, per_shard = limits.thresholds(rule)
+    return max(1, math.floor(min([fleet, *per_shard.values()])))
 
 
 class FleetStore(SampleStore, RestartStore, AlertStore):
     async def leader_view(
-        self, restart_window_s: float, shard_count: int, now: float | None = None
+        self, limits: Limits, shard_count: int, now: float | None = None
     ) -> LeaderView:
-        """One pipelined round trip: every shard's newest sample and heartbeat, the overrides,
-        the conditions announced, the session start limit, and the fleet's restarts of the
-        window and IDENTIFYs of 24 hours from their indexes (whose size follows the events,
-        not the shards). Everything that grows with the shard count is parsed in a worker
-        thread: the bot's event loop only moves the bytes."""
+        """What the leader judges, in two round trips.
+
+        The first reads every shard's newest sample, the overrides, the conditions announced
+        and the session start limit. The second, with the overrides known, reads the
+        heartbeats old enough to matter (the others are the samples' own times) and counts
+        the window's restarts and the day's IDENTIFYs inside Redis, returning only the shards
+        at or above a threshold. What grows with the shard count is parsed in a worker thread
+        meanwhile: the bot's event loop only moves the bytes."""
         now = time.time() if now is None else now
         keys = self.keys
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.hvals(keys.latest)
-            pipe.execute_command("ZRANGE", keys.heartbeats, 0, -1, "WITHSCORES")  # unconverted
+            pipe.zcard(keys.heartbeats)
             pipe.hgetall(keys.thresholds)
             pipe.hgetall(keys.active_alerts)
             pipe.hgetall(keys.session_start_limit)
-            pipe.zrangebyscore(keys.recent_restarts, now - restart_window_s, "+inf")
             pipe.exists(keys.recent_restarts)
-            pipe.execute_command(
-                "ZRANGEBYSCORE", keys.identifies, now - IDENTIFY_WINDOW_S, "+inf", "WITHSCORES"
-            )
-            (latest_raw, beats, overrides_raw, active, limit_raw, restarted, indexed,
-             identified) = await pipe.execute()  # fmt: skip
+            (
+                latest_raw,
+                beat_count,
+                overrides_raw,
+                active_raw,
+                limit_raw,
+                indexed,
+            ) = await pipe.execute()
+        parsing = asyncio.ensure_future(asyncio.to_thread(_parse_samples, latest_raw))
+        limits = replace(limits, overrides=self._overrides(overrides_raw))
+        active = _announced(active_raw, now)
+        window = limits.restart_window_s
         if not indexed:
-            restarted = await self._index_recent_restarts(now - restart_window_s, now)
-        parsed = await asyncio.to_thread(
-            _parse_fleet, latest_raw, beats, restarted, identified, now - 3600
+            await self._index_recent_restarts(now - window, now)
+        offline = OfflineRule()
+        offline_fleet, offline_per_shard = limits.thresholds(offline)
+        stale_after = min(limits.offline_after_s, offline_fleet, *offline_per_shard.values())
+        announced = {rule: [str(shard) for r, shard in map(parse_condition, active)
+                            if r == rule and shard is not None]
+                     for rule in (RestartStormRule.name, IdentifyStormRule.name)}  # fmt: skip
+        every_beat = beat_count > len(latest_raw)  # a heartbeat without a sample: read them all
+        if every_beat:
+            beats = self.client.zrange(keys.heartbeats, 0, -1, withscores=True)
+        else:
+            beats = self.client.zrangebyscore(
+                keys.heartbeats, "-inf", now - stale_after, withscores=True
+            )
+        by_shard = self.scripts["count_by_shard"]
+        # three commands at once (a Cluster pipeline takes no script): one round trip's wait
+        beats_raw, restarted, identified = await asyncio.gather(
+            beats,
+            by_shard(keys=[keys.recent_restarts],
+                  args=[now - window, _floor(limits, RestartStormRule()), now,
+                        *announced[RestartStormRule.name]]),
+            by_shard(keys=[keys.identifies],
+                  args=[now - IDENTIFY_WINDOW_S, _floor(limits, IdentifyStormRule()),
+                        now - 3600, *announced[IdentifyStormRule.name]]),
+        )  # fmt: skip
+        samples, bad = await parsing
+        heartbeats, bad_beats = await asyncio.to_thread(
+            _heartbeats_of, samples, beats_raw, every_beat
         )
-        (samples, bad), (heartbeats, bad_beats), (restarts, bad_marks), (identifies, bad_ids) = (
-            parsed[:4]
-        )
+        restarts, bad_marks, _ = _counts(restarted)
+        identifies, bad_ids, identifies_1h = _counts(identified)
         skipped = {keys.latest: bad, keys.heartbeats: bad_beats,
                    keys.recent_restarts: bad_marks, keys.identifies: bad_ids}  # fmt: skip
         for key, count in skipped.items():
@@ -139,12 +181,12 @@ class FleetStore(SampleStore, RestartStore, AlertStore):
             heartbeats=heartbeats,
             restarts_in_window=restarts,
             identifies_24h=identifies,
-            identifies_1h=parsed[4],
+            identifies_1h=identifies_1h,
             session_limit=self._session_limit(limit_raw),
-            active=_announced(active, now),
+            active=active,
             shard_count=shard_count,
         )
-        return LeaderView(fleet, self._overrides(overrides_raw))
+        return LeaderView(fleet, dict(limits.overrides))
 
     async def fleet_summary(self, offline_after_s: float, now: float | None = None) -> FleetSummary:
         """Every shard's status and the fleet's sums and spreads (one round trip)."""
