@@ -44,7 +44,7 @@ class GatewayTracker:
 
     Args:
         shards: the shard ids this process runs.
-        clock: monotonic seconds (durations and windows).
+        clock: monotonic seconds (durations and windows); `time.monotonic` by default.
         wall: epoch seconds (the `last_*` times).
     """
 
@@ -52,12 +52,14 @@ class GatewayTracker:
         self,
         shards: Iterable[int],
         *,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,
         wall: Callable[[], float] = time.time,
     ) -> None:
-        self._clock = clock
+        # `time.monotonic` looked up at each call, not bound here: a simulated clock (SimCord's)
+        # replaces it after this module is imported.
+        self._clock = clock or (lambda: time.monotonic())
         self._wall = wall
-        now = clock()
+        now = self._clock()
         self._shards = {shard: _Shard(changed_at=now) for shard in shards}
         self._lock = threading.Lock()
 
