@@ -14,6 +14,7 @@ import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, ClassVar, Protocol, cast
 
 from shardmon.keys import RECENT_RESTARTS_S
@@ -268,12 +269,18 @@ class _ResourceRule:
 
     def judge(self, fleet: FleetView, limits: Limits) -> list[Finding]:
         fleet_limit, per_shard = limits.thresholds(self)
-        attribute = self.attribute
-        over = [
-            (shard, value, limit)
-            for shard, sample in _fresh(fleet, limits).items()
-            if (value := getattr(sample, attribute)) > (limit := per_shard.get(shard, fleet_limit))
-        ]
+        value_of = attrgetter(self.attribute)
+        fresh = _fresh(fleet, limits)
+        if not per_shard:  # the common case, and the whole fleet: one comparison a shard
+            over = [
+                (s, v, fleet_limit) for s, x in fresh.items() if (v := value_of(x)) > fleet_limit
+            ]
+        else:
+            over = [
+                (shard, value, limit)
+                for shard, sample in fresh.items()
+                if (value := value_of(sample)) > (limit := per_shard.get(shard, fleet_limit))
+            ]
         return [Finding(self.name, shard, value, limit) for shard, value, limit in over]
 
     def describe(self, findings: Sequence[Finding], fleet: FleetView, limits: Limits) -> AlertText:
@@ -552,11 +559,16 @@ class ZombieRule:
         fleet_limit, per_shard = limits.thresholds(self)
         if fleet_limit <= 0 and not per_shard:
             return []  # off
-        # `silent_for`, inlined: this runs for every shard of the fleet
+        # `silent_for`, inlined: this runs for every shard of the fleet; the lowest threshold
+        # first rules out all but the silent shards, before any per-shard lookup
+        lowest = min([fleet_limit, *per_shard.values()])
         silent = [
-            (shard, age + gateway.dispatch_age_s, per_shard.get(shard, fleet_limit))
+            (shard, silent, per_shard.get(shard, fleet_limit))
             for shard, (sample, gateway, age) in _gateways(fleet, limits).items()
-            if gateway.connected and gateway.dispatch_age_s is not None and sample.guilds > 0
+            if gateway.connected
+            and gateway.dispatch_age_s is not None
+            and (silent := age + gateway.dispatch_age_s) > lowest
+            and sample.guilds > 0
         ]
         return [
             Finding(self.name, shard, value, limit)
