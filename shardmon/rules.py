@@ -462,18 +462,21 @@ class IdentifyStormRule(_CountRule):
 # -- the gateway: connections, zombies, stalls, the IDENTIFY budget, outages ---------------------
 
 
-def _gateways(fleet: FleetView, limits: Limits) -> dict[int, tuple[Sample, GatewayState, float]]:
-    """Fresh samples that carry gateway state, each with its age at `fleet.now` (a sample's
-    durations grow by its age: they were measured when it was taken). Made once a tick."""
-    key = ("gateways", limits.offline_after_s)
-    if key not in fleet._derived:
-        now = fleet.now
-        fleet._derived[key] = {
-            shard: (sample, sample.gateway, age if (age := now - sample.ts) > 0 else 0.0)
-            for shard, sample in _fresh(fleet, limits).items()
-            if sample.gateway is not None
-        }
-    return cast("dict[int, tuple[Sample, GatewayState, float]]", fleet._derived[key])
+def _gateway_of(
+    fleet: FleetView, limits: Limits, shard: int | None
+) -> tuple[Sample, GatewayState, float] | None:
+    """A shard's fresh sample, its gateway state and the sample's age at `fleet.now` (its
+    durations grow by that much: they were measured when it was taken); None without them."""
+    sample = None if shard is None else _fresh(fleet, limits).get(shard)
+    if sample is None or sample.gateway is None:
+        return None
+    return sample, sample.gateway, max(0.0, fleet.now - sample.ts)
+
+
+def _gateways(fleet: FleetView, limits: Limits) -> list[tuple[int, GatewayState]]:
+    """Every fresh sample's gateway state (for the fleet-wide views of the outage rule; the
+    per-shard rules read the samples themselves: one map fewer a tick at 20,000 shards)."""
+    return [(s, x.gateway) for s, x in _fresh(fleet, limits).items() if x.gateway is not None]
 
 
 def _clock(ts: float | None) -> str:
@@ -493,14 +496,16 @@ class DisconnectedRule:
 
     def judge(self, fleet: FleetView, limits: Limits) -> list[Finding]:
         fleet_limit, per_shard = limits.thresholds(self)
-        findings = []
-        for shard, (_, gateway, age) in _gateways(fleet, limits).items():
-            if gateway.connected:
+        now, findings = fleet.now, []
+        for shard, sample in _fresh(fleet, limits).items():
+            gateway = sample.gateway
+            if gateway is None or gateway.connected:
                 continue
             limit = per_shard.get(shard, fleet_limit)
             allowance = limit if gateway.last_connect is not None else limit + fleet.full_restart_s
-            if gateway.since_s + age > allowance:
-                findings.append(Finding(self.name, shard, gateway.since_s + age, limit))
+            down = gateway.since_s + max(0.0, now - sample.ts)
+            if down > allowance:
+                findings.append(Finding(self.name, shard, down, limit))
         return findings
 
     def describe(self, findings: Sequence[Finding], fleet: FleetView, limits: Limits) -> AlertText:
@@ -530,7 +535,7 @@ class DisconnectedRule:
         return AlertText(title, "\n".join(body))
 
     def resolution(self, shard: int | None, fleet: FleetView, limits: Limits) -> AlertText | None:
-        found = None if shard is None else _gateways(fleet, limits).get(shard)
+        found = _gateway_of(fleet, limits, shard)
         if found is None or not found[1].connected:
             return None
         gateway = found[1]
@@ -562,12 +567,15 @@ class ZombieRule:
         # `silent_for`, inlined: this runs for every shard of the fleet; the lowest threshold
         # first rules out all but the silent shards, before any per-shard lookup
         lowest = min([fleet_limit, *per_shard.values()])
+        now = fleet.now
         silent = [
             (shard, silent, per_shard.get(shard, fleet_limit))
-            for shard, (sample, gateway, age) in _gateways(fleet, limits).items()
-            if gateway.connected
+            for shard, sample in _fresh(fleet, limits).items()
+            if (gateway := sample.gateway) is not None
+            and gateway.connected
             and gateway.dispatch_age_s is not None
-            and (silent := age + gateway.dispatch_age_s) > lowest
+            # a sample from a host clock ahead ages by less: the rule never fires early on it
+            and (silent := gateway.dispatch_age_s + now - sample.ts) > lowest
             and sample.guilds > 0
         ]
         return [
@@ -591,7 +599,7 @@ class ZombieRule:
         return AlertText("🧟 Zombie Shard", "\n".join(lines))
 
     def resolution(self, shard: int | None, fleet: FleetView, limits: Limits) -> AlertText | None:
-        found = None if shard is None else _gateways(fleet, limits).get(shard)
+        found = _gateway_of(fleet, limits, shard)
         if found is None:
             return None
         silent = self.silent_for(*found)
@@ -616,8 +624,9 @@ class LoopStallRule:
         fleet_limit, per_shard = limits.thresholds(self)
         return [
             Finding(self.name, shard, gateway.stalls_1h, limit)
-            for shard, (_, gateway, _) in _gateways(fleet, limits).items()
-            if gateway.stalls_1h
+            for shard, sample in _fresh(fleet, limits).items()
+            if (gateway := sample.gateway) is not None
+            and gateway.stalls_1h
             and gateway.stalls_1h >= (limit := per_shard.get(shard, fleet_limit))
         ]
 
@@ -636,7 +645,7 @@ class LoopStallRule:
         return AlertText("🐢 Event Loop Stalled", "\n".join(lines))
 
     def resolution(self, shard: int | None, fleet: FleetView, limits: Limits) -> AlertText | None:
-        found = None if shard is None else _gateways(fleet, limits).get(shard)
+        found = _gateway_of(fleet, limits, shard)
         if found is None or found[1].stalls_1h >= limits.threshold(self, shard):
             return None
         return AlertText(
@@ -740,12 +749,15 @@ class GatewayOutageRule:
     def judge(self, fleet: FleetView, limits: Limits) -> list[Finding]:
         if self.name in fleet.active:  # announced: one incident, until it is resolved
             return []
-        gateways = _gateways(fleet, limits)
-        needed = self._needed(len(gateways), limits)
-        went_down = sorted(
-            fleet.now - age - gateway.since_s
-            for _, gateway, age in gateways.values()
-            if not gateway.connected and gateway.last_connect is not None
+        fresh = _fresh(fleet, limits)
+        needed = self._needed(sum(x.gateway is not None for x in fresh.values()), limits)
+        now = fleet.now
+        went_down = sorted(  # when each went down: the sample's time, less its `since_s`
+            min(now, sample.ts) - gateway.since_s
+            for sample in fresh.values()
+            if (gateway := sample.gateway) is not None
+            and not gateway.connected
+            and gateway.last_connect is not None
         )
         span = 2 * limits.interval_s
         start, together = 0, 0
@@ -759,7 +771,7 @@ class GatewayOutageRule:
 
     def describe(self, findings: Sequence[Finding], fleet: FleetView, limits: Limits) -> AlertText:
         gateways = _gateways(fleet, limits)
-        down = [s for s, (_, gateway, _) in sorted(gateways.items()) if not gateway.connected]
+        down = [shard for shard, gateway in gateways if not gateway.connected]
         return AlertText(
             "🌩️ Discord gateway outage suspected",
             f"{len(down)} of {len(gateways)} shards disconnected: " + _shard_list(down) + "\n"
@@ -768,7 +780,7 @@ class GatewayOutageRule:
 
     def resolution(self, shard: int | None, fleet: FleetView, limits: Limits) -> AlertText | None:
         gateways = _gateways(fleet, limits)
-        down = sum(not gateway.connected for _, gateway, _ in gateways.values())
+        down = sum(not gateway.connected for _, gateway in gateways)
         if not gateways or down >= self._needed(len(gateways), limits) / 2:
             return None
         since = fleet.active.get(self.name)
