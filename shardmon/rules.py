@@ -406,10 +406,12 @@ class OfflineRule:
     def judge(self, fleet: FleetView, limits: Limits) -> list[Finding]:
         fleet_limit, per_shard = limits.thresholds(self)
         now = fleet.now
+        # the least threshold first rules out the shards seen lately, before any lookup
+        seen_after = now - min([fleet_limit, *per_shard.values()])
         silent = sorted(
             (shard, now - seen, limit)
             for shard, seen in fleet.heartbeats.items()
-            if now - seen > (limit := per_shard.get(shard, fleet_limit))
+            if seen < seen_after and now - seen > (limit := per_shard.get(shard, fleet_limit))
         )
         return [Finding(self.name, shard, value, limit) for shard, value, limit in silent]
 
