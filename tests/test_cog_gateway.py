@@ -143,6 +143,38 @@ async def test_a_shard_held_disconnected_is_alerted_once_and_resolved_on_resume(
         await bot.remove_cog(cog.qualified_name)
 
 
+async def test_an_outage_of_most_shards_is_one_incident_through_discord_py(
+    settings: Settings, client: aioredis.Redis
+) -> None:
+    """Three of four shards (75%) lose their sessions at once: one outage alert, no per-shard
+    disconnect alert although each is past its threshold, one resolution once they resume."""
+    keys = Keys(settings.deployment)
+    await client.hset(keys.thresholds, "disconnected", "0.5")
+    async with FakeDiscord(shard_count=4) as fake:
+        bot = make_bot(shard_count=4, shard_ids=[0, 1, 2, 3])
+        cog = await _cog(bot, settings, client)
+        try:
+            async with running_bot(bot, fake):
+                for shard in (1, 2, 3):
+                    fake.hold(shard)
+                    await fake.drop(shard)
+                for shard in (1, 2, 3):
+                    await fake.wait_held(shard)
+                await _until(lambda: all(_now(cog, s).since_s > 0.6 for s in (1, 2, 3)))
+                await _gateways(cog)
+                assert await _judge(cog) == [("alert", "gateway_outage", [])]
+                assert await _judge(cog) == [("alert", "gateway_outage", [])]  # held, once
+                for shard in (1, 2, 3):
+                    await fake.release(shard)
+                await _until(lambda: all(_now(cog, s).connected for s in (1, 2, 3)))
+                await _gateways(cog)
+                assert await _judge(cog) == [
+                    ("alert", "gateway_outage", []), ("resolved", "gateway_outage", []),
+                ]  # fmt: skip
+        finally:
+            await bot.remove_cog(cog.qualified_name)
+
+
 async def test_a_zombie_shard_is_alerted_and_resolved_by_its_next_dispatch(
     fake: FakeDiscord, settings: Settings, client: aioredis.Redis
 ) -> None:
