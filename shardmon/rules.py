@@ -476,9 +476,37 @@ def _gateway_of(
 
 
 def _gateways(fleet: FleetView, limits: Limits) -> list[tuple[int, GatewayState]]:
-    """Every fresh sample's gateway state (for the fleet-wide views of the outage rule; the
-    per-shard rules read the samples themselves: one map fewer a tick at 20,000 shards)."""
+    """Every fresh sample's gateway state (for the fleet-wide views of the outage rule)."""
     return [(s, x.gateway) for s, x in _fresh(fleet, limits).items() if x.gateway is not None]
+
+
+@dataclass(frozen=True, slots=True)
+class _Digest:
+    """The fresh samples' gateway states sorted once a tick for the gateway rules, so that each
+    reads only its few candidates (at 20,000 shards, four passes over every sample fewer)."""
+
+    reporting: int  # fresh samples with gateway state
+    down: list[tuple[int, Sample, GatewayState]]  # disconnected
+    stalled: list[tuple[int, Sample, GatewayState]]  # with a stall warning in the last hour
+
+
+def _digest(fleet: FleetView, limits: Limits) -> _Digest:
+    key = ("digest", limits.offline_after_s)
+    if key not in fleet._derived:
+        reporting = 0
+        down: list[tuple[int, Sample, GatewayState]] = []
+        stalled: list[tuple[int, Sample, GatewayState]] = []
+        for shard, sample in _fresh(fleet, limits).items():
+            gateway = sample.gateway
+            if gateway is None:
+                continue
+            reporting += 1
+            if not gateway.connected:
+                down.append((shard, sample, gateway))
+            if gateway.stalls_1h:
+                stalled.append((shard, sample, gateway))
+        fleet._derived[key] = _Digest(reporting, down, stalled)
+    return cast("_Digest", fleet._derived[key])
 
 
 def _clock(ts: float | None) -> str:
@@ -499,10 +527,7 @@ class DisconnectedRule:
     def judge(self, fleet: FleetView, limits: Limits) -> list[Finding]:
         fleet_limit, per_shard = limits.thresholds(self)
         now, findings = fleet.now, []
-        for shard, sample in _fresh(fleet, limits).items():
-            gateway = sample.gateway
-            if gateway is None or gateway.connected:
-                continue
+        for shard, sample, gateway in _digest(fleet, limits).down:
             limit = per_shard.get(shard, fleet_limit)
             allowance = limit if gateway.last_connect is not None else limit + fleet.full_restart_s
             down = gateway.since_s + max(0.0, now - sample.ts)
@@ -626,10 +651,8 @@ class LoopStallRule:
         fleet_limit, per_shard = limits.thresholds(self)
         return [
             Finding(self.name, shard, gateway.stalls_1h, limit)
-            for shard, sample in _fresh(fleet, limits).items()
-            if (gateway := sample.gateway) is not None
-            and gateway.stalls_1h
-            and gateway.stalls_1h >= (limit := per_shard.get(shard, fleet_limit))
+            for shard, _, gateway in _digest(fleet, limits).stalled
+            if gateway.stalls_1h >= (limit := per_shard.get(shard, fleet_limit))
         ]
 
     def describe(self, findings: Sequence[Finding], fleet: FleetView, limits: Limits) -> AlertText:
@@ -751,15 +774,15 @@ class GatewayOutageRule:
     def judge(self, fleet: FleetView, limits: Limits) -> list[Finding]:
         if self.name in fleet.active:  # announced: one incident, until it is resolved
             return []
-        fresh = _fresh(fleet, limits)
-        needed = self._needed(sum(x.gateway is not None for x in fresh.values()), limits)
+        digest = _digest(fleet, limits)
+        needed = self._needed(digest.reporting, limits)
+        if len(digest.down) < needed:
+            return []
         now = fleet.now
         went_down = sorted(  # when each went down: the sample's time, less its `since_s`
             min(now, sample.ts) - gateway.since_s
-            for sample in fresh.values()
-            if (gateway := sample.gateway) is not None
-            and not gateway.connected
-            and gateway.last_connect is not None
+            for _, sample, gateway in digest.down
+            if gateway.last_connect is not None
         )
         span = 2 * limits.interval_s
         start, together = 0, 0
