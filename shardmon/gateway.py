@@ -15,10 +15,15 @@ from dataclasses import dataclass, field
 
 from shardmon.models import GatewayState
 
-__all__ = ["COUNT_WINDOW_S", "GatewayTracker"]
+__all__ = ["COUNT_WINDOW_S", "GatewayTracker", "shard_for_guild"]
 
 #: `disconnects_1h` and `stalls_1h` count over this sliding window.
 COUNT_WINDOW_S = 3600.0
+
+
+def shard_for_guild(guild_id: int, shard_count: int) -> int:
+    """The shard Discord routes a server's events to: `(guild_id >> 22) % shard_count`."""
+    return (guild_id >> 22) % shard_count
 
 
 @dataclass(slots=True)

@@ -34,6 +34,7 @@ class RecordedInteraction:
     deferred: bool = False
     user: Any = field(default_factory=lambda: SimpleNamespace(id=4242))
     command: Any = field(default_factory=lambda: SimpleNamespace(name="test"))
+    guild_id: int | None = None  # None: a DM
 
     def __post_init__(self) -> None:
         self.response = SimpleNamespace(defer=self._defer, send_message=self._send)

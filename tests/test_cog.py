@@ -29,7 +29,7 @@ from shardmon.settings import Settings, load_settings
 from shardmon.sinks import Alert
 from shardmon.store import Store
 
-COMMANDS = {"uptime", "restarts", "restart_stats", "performance", "shards"}
+COMMANDS = {"uptime", "restarts", "restart_stats", "performance", "shards", "shard"}
 
 
 @pytest.fixture
@@ -88,6 +88,14 @@ async def test_extension_loads_into_an_autosharded_bot_beside_valid_commands(
             payload = command.to_dict(tree)
             assert re.fullmatch(r"[-_a-z0-9]{1,32}", payload["name"])
             assert 1 <= len(payload["description"]) <= 100
+            if payload["name"] == "shard":  # for everyone, in servers and in DMs
+                assert payload["default_member_permissions"] is None
+                assert payload["contexts"] == [0, 1]
+                [option] = payload["options"]
+                assert (option["name"], option["type"], option["required"]) == (
+                    "server_id", discord.AppCommandOptionType.string.value, False
+                )  # fmt: skip
+                continue
             assert (
                 payload["default_member_permissions"]
                 == discord.Permissions(manage_guild=True).value
@@ -116,7 +124,7 @@ async def test_commands_can_be_opened_to_everyone(
     monkeypatch.setenv("SHARDMON_COMMANDS_REQUIRE_MANAGE_GUILD", "false")
     cog = ShardmonCog(_bot(), load_settings(), client)
     assert all(c.default_permissions is None for c in cog.walk_app_commands())
-    assert all(c.guild_only for c in cog.walk_app_commands())
+    assert all(c.guild_only for c in cog.walk_app_commands() if c.name != "shard")
 
 
 async def test_alerts_go_to_a_channel_only_when_one_is_named_or_guilds_are_given(

@@ -21,6 +21,7 @@ from shardmon.api import claim_process_startup, install_crash_hook
 from shardmon.connection import create_redis
 from shardmon.discordpy.embeds import (
     performance_embed,
+    public_shard_embed,
     restart_stats_embed,
     restarts_embed,
     shards_pages,
@@ -29,6 +30,7 @@ from shardmon.discordpy.embeds import (
 from shardmon.discordpy.sinks import ChannelSink
 from shardmon.discordpy.watch import GatewayWatch
 from shardmon.failures import REDIS_FAILURES, RedisFailure, classify
+from shardmon.gateway import shard_for_guild
 from shardmon.monitor import GatewayStats, build_monitor
 from shardmon.rules import MemoryRule
 from shardmon.settings import Settings
@@ -39,6 +41,10 @@ log = logging.getLogger(__name__)
 
 #: /restarts shows between 1 and 50 events.
 RESTARTS_MIN, RESTARTS_MAX = 1, 50
+#: /shard answers a member this often at most: 2 times in 10 seconds.
+SHARD_RATE, SHARD_PER_S = 2, 10.0
+#: The commands for everyone; every other one is infrastructure, for the bot's operators.
+PUBLIC_COMMANDS = frozenset({"shard"})
 
 
 class PagesView(discord.ui.View):
@@ -109,6 +115,8 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
         self.limits = config.limits
         self.store = self.monitor.store
         for command in self.walk_app_commands():
+            if command.name in PUBLIC_COMMANDS:
+                continue
             command.guild_only = True  # infrastructure is never shown in DMs
             command.allowed_contexts = app_commands.AppCommandContext(guild=True)
             if settings.commands_require_manage_guild:
@@ -393,6 +401,54 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
             )
 
         await self._answer(interaction, build)
+
+    @app_commands.command(
+        name="shard", description="Which shard serves this server, and whether it is up"
+    )
+    @app_commands.describe(server_id="A server's id: to ask from a DM, or about another server")
+    @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=False)
+    @app_commands.checks.cooldown(SHARD_RATE, SHARD_PER_S, key=lambda i: i.user.id)
+    async def shard(self, interaction: discord.Interaction, server_id: str | None = None) -> None:
+        """For every member: the server's shard, up or down, and the fleet in one line."""
+        text = (server_id or "").strip()
+        if text and not (text.isdigit() and 15 <= len(text) <= 20 and int(text) < 2**64):
+            await interaction.response.send_message(
+                "That is not a server id: copy it with Developer Mode on (a number of "
+                "17 to 20 digits).", ephemeral=True,
+            )  # fmt: skip
+            return
+        guild_id = int(text) if text else interaction.guild_id
+        if guild_id is None:
+            await interaction.response.send_message(
+                "Give a server id to look up its shard (in a server, /shard answers for it).",
+                ephemeral=True,
+            )
+            return
+        count = self.settings.shard_count
+        shard = shard_for_guild(guild_id, count)
+        await interaction.response.defer(ephemeral=True)
+        try:
+            sample, seen = await self.store.shard_now(shard)
+            fleet = await self.store.fleet_totals(self.limits.offline_after_s)
+        except REDIS_FAILURES as exc:
+            await self._failed(interaction, classify(exc))
+            return
+        embed = public_shard_embed(
+            guild_id, shard, count, sample, seen, fleet, limits=self.limits, now=time.time()
+        )
+        await interaction.followup.send(embed=embed, ephemeral=True)
+
+    async def cog_app_command_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError
+    ) -> None:
+        """A member asking too often gets a polite reply; any other error is logged, as
+        discord.py's tree would (a cog with a handler has its errors to itself)."""
+        if isinstance(error, app_commands.CommandOnCooldown):
+            await interaction.response.send_message(
+                f"Please wait {error.retry_after:.0f} s before asking again.", ephemeral=True
+            )
+            return
+        log.error("/%s failed", _name(interaction), exc_info=error)
 
     @app_commands.command(name="shards", description="Every shard: status, latency, guilds, uptime")
     async def shards(self, interaction: discord.Interaction) -> None:

@@ -24,6 +24,7 @@ from shardmon.store import GatewayCounts
 
 __all__ = [
     "performance_embed",
+    "public_shard_embed",
     "restart_stats_embed",
     "restarts_embed",
     "shards_pages",
@@ -244,3 +245,36 @@ def shards_pages(
         embed.set_footer(text=_clip(f"{budget} · Page {page + 1}/{pages}", 2048))
         embeds.append(embed)
     return embeds
+
+
+def public_shard_embed(
+    guild_id: int,
+    shard: int,
+    shard_count: int,
+    sample: Sample | None,
+    last_seen: float | None,
+    fleet: FleetSummary,
+    *,
+    limits: Limits,
+    now: float,
+) -> discord.Embed:
+    """/shard, for anyone: which shard serves a server and whether it is up, and the fleet in
+    one line. Public data only: no host, node, version, error, memory or CPU."""
+    online = last_seen is not None and now - last_seen <= limits.offline_after_s
+    state = connection_state(sample, now, limits) if online else "-"
+    badge = shard_badge(online, state)
+    up = online and not state.startswith("disconnected") and state != "zombie"
+    embed = discord.Embed(
+        title=f"{badge[0]} Shard {shard} of {shard_count}", colour=GREEN if up else RED
+    )
+    _field(embed, "Server", str(guild_id))
+    _field(embed, "Status", badge if state in ("-", "connected") else f"{badge} ({state})")
+    latency = "-"
+    if online and sample is not None and sample.latency_ms is not None:
+        latency = f"{sample.latency_ms:.0f} ms"
+    _field(embed, "Latency", latency)
+    if online and sample is not None and sample.started_at is not None:
+        _field(embed, "Running since", f"<t:{int(sample.started_at)}:R>")
+    average = f" · {fleet.latency_ms.average:.0f} ms average latency" if fleet.latency_ms else ""
+    _field(embed, "Fleet", f"{fleet.up} of {shard_count} shards up{average}", inline=False)
+    return embed

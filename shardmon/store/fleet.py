@@ -188,6 +188,16 @@ class FleetStore(SampleStore, RestartStore, AlertStore):
         )
         return LeaderView(fleet, dict(limits.overrides))
 
+    async def shard_now(self, shard: int) -> tuple[Sample | None, float | None]:
+        """One shard's newest sample and last heartbeat (one round trip); a sample that does
+        not parse is counted and left out."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hget(self.keys.latest, str(shard))
+            pipe.zscore(self.keys.heartbeats, str(shard))
+            raw, seen = await pipe.execute()
+        samples = [] if raw is None else self._parsed([raw], parse_sample, self.keys.latest)
+        return (samples[0] if samples else None), (None if seen is None else float(seen))
+
     async def fleet_summary(self, offline_after_s: float, now: float | None = None) -> FleetSummary:
         """Every shard's status and the fleet's sums and spreads (one round trip)."""
         now = time.time() if now is None else now
