@@ -155,15 +155,23 @@ class FleetStore(SampleStore, RestartStore, AlertStore):
             )
         by_shard = self.scripts["count_by_shard"]
         # three commands at once (a Cluster pipeline takes no script): one round trip's wait
-        beats_raw, restarted, identified = await asyncio.gather(
+        # All three run to their end before a failure is raised: none is left holding a
+        # connection of the pool behind a tick that gave up (a Redis outage, a stop).
+        replies = await asyncio.gather(
             beats,
             by_shard(keys=[keys.recent_restarts],
-                  args=[now - window, _floor(limits, RestartStormRule()), now,
-                        *announced[RestartStormRule.name]]),
+                     args=[now - window, _floor(limits, RestartStormRule()), now,
+                           *announced[RestartStormRule.name]]),
             by_shard(keys=[keys.identifies],
-                  args=[now - IDENTIFY_WINDOW_S, _floor(limits, IdentifyStormRule()),
-                        now - 3600, *announced[IdentifyStormRule.name]]),
+                     args=[now - IDENTIFY_WINDOW_S, _floor(limits, IdentifyStormRule()),
+                           now - 3600, *announced[IdentifyStormRule.name]]),
+            return_exceptions=True,
         )  # fmt: skip
+        failed = next((r for r in replies if isinstance(r, BaseException)), None)
+        if failed is not None:
+            parsing.cancel()
+            raise failed
+        beats_raw, restarted, identified = cast("list[Any]", replies)
         samples, bad = await parsing
         heartbeats, bad_beats = await asyncio.to_thread(
             _heartbeats_of, samples, beats_raw, every_beat
