@@ -87,21 +87,21 @@ class GatewayTracker:
 
     def connected(self, shard: int) -> None:
         """A new session (discord.py's `on_shard_connect`: READY after an IDENTIFY)."""
-        with self._lock:
-            if (state := self._set(shard, True)) is not None:
-                state.last_connect = self._now()
+        self._up(shard, "last_connect")
 
     def ready(self, shard: int) -> None:
         """The shard has its guilds (`on_shard_ready`)."""
-        with self._lock:
-            if (state := self._set(shard, True)) is not None:
-                state.last_ready = self._now()
+        self._up(shard, "last_ready")
 
     def resumed(self, shard: int) -> None:
         """The session was resumed (`on_shard_resumed`): connected again, no IDENTIFY spent."""
+        self._up(shard, "last_resume")
+
+    def _up(self, shard: int, stamp: str) -> None:
+        """Connected, with the time of the event in `stamp` (a `last_*` field)."""
         with self._lock:
             if (state := self._set(shard, True)) is not None:
-                state.last_resume = self._now()
+                setattr(state, stamp, self._now())
 
     def disconnected(self, shard: int) -> None:
         """The websocket closed (`on_shard_disconnect`); discord.py reconnects by itself."""

@@ -13,6 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 from discord.ext import commands
 from discord_standins import RecordedInteraction
+from fake_discord import FakeDiscord
 
 from cogs.shardmon import ShardmonCog
 from shardmon.gateway import shard_for_guild
@@ -48,7 +49,7 @@ async def cog(settings: Settings, client: aioredis.Redis) -> AsyncIterator[Shard
 
 def guild_on(shard: int, n: int = 0) -> int:
     """A server id Discord routes to `shard` of SHARDS."""
-    return ((1_100_000_000 + n * SHARDS + shard) << 22) | 12345
+    return FakeDiscord.guild_id_on(shard, SHARDS, n)
 
 
 async def _fleet(settings: Settings, client: aioredis.Redis, tmp_path: Path) -> None:

@@ -67,6 +67,12 @@ def count_by_shard(members: Iterable[str]) -> tuple[dict[int, int], int]:
     return dict(counts), bad
 
 
+def samples_by_shard(raw: Sequence[str | bytes]) -> tuple[dict[int, Sample], int]:
+    """Samples by shard, and how many did not parse (pure: for a worker thread)."""
+    parsed, bad = parse_all(raw, parse_sample)
+    return {sample.shard: sample for sample in parsed}, bad
+
+
 def heartbeat_map(pairs: Sequence[tuple[str, float]]) -> tuple[dict[int, float], int]:
     """`heartbeats` as shard -> last seen, and how many members are not shard ids."""
     seen = {int(member): float(score) for member, score in pairs if str(member).isdigit()}
@@ -112,15 +118,13 @@ class StoreBase:
         self.skipped[key] += count
         log.warning("skipped %d malformed value(s) in %s", count, key)
 
-    async def _parse_latest(self, raw: Mapping[Any, str | bytes]) -> dict[int, Sample]:
-        """`latest` parsed off the event loop: a sample per shard is the heaviest CPU work of
-        a fleet-wide read (tens of ms at 5,000 shards). Malformed ones are counted."""
-        return self._latest(*await asyncio.to_thread(parse_all, list(raw.values()), parse_sample))
-
-    def _latest(self, samples: Sequence[Sample], bad: int) -> dict[int, Sample]:
+    async def _parse_latest(self, values: Iterable[str | bytes]) -> dict[int, Sample]:
+        """`latest`'s values parsed into shard -> sample off the event loop: a sample per shard
+        is the heaviest CPU work of a fleet-wide read. Malformed ones are counted."""
+        samples, bad = await asyncio.to_thread(samples_by_shard, list(values))
         if bad:
             self._count_skipped(self.keys.latest, bad)
-        return {sample.shard: sample for sample in samples}
+        return samples
 
     def _heartbeats(self, pairs: Sequence[tuple[str, float]]) -> dict[int, float]:
         seen, bad = heartbeat_map(pairs)

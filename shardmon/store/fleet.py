@@ -31,7 +31,7 @@ from shardmon.stats import (
     summarize_rollups,
     summarize_samples,
 )
-from shardmon.store._base import heartbeat_map, pairs, parse_all
+from shardmon.store._base import heartbeat_map, pairs
 from shardmon.store.alerting import AlertStore, Leadership, parse_condition
 from shardmon.store.restarts import RestartStore
 from shardmon.store.samples import GatewayCounts, SampleStore, minute_of
@@ -73,12 +73,6 @@ class FleetStatus:
     leadership: Leadership
     now: float
     session_limit: SessionStartLimit | None = None
-
-
-def _parse_samples(raw: Sequence[str]) -> tuple[dict[int, Sample], int]:
-    """The shards' newest samples, and how many did not parse (pure: for a worker thread)."""
-    parsed, bad = parse_all(raw, parse_sample)
-    return {sample.shard: sample for sample in parsed}, bad
 
 
 def _heartbeats_of(
@@ -134,7 +128,7 @@ class FleetStore(SampleStore, RestartStore, AlertStore):
                 limit_raw,
                 indexed,
             ) = await pipe.execute()
-        parsing = asyncio.ensure_future(asyncio.to_thread(_parse_samples, latest_raw))
+        parsing = asyncio.ensure_future(self._parse_latest(latest_raw))
         limits = replace(limits, overrides=self._overrides(overrides_raw))
         active = _announced(active_raw, now)
         window = limits.restart_window_s
@@ -172,14 +166,14 @@ class FleetStore(SampleStore, RestartStore, AlertStore):
             parsing.cancel()
             raise failed
         beats_raw, restarted, identified = cast("list[Any]", replies)
-        samples, bad = await parsing
+        samples = await parsing
         heartbeats, bad_beats = await asyncio.to_thread(
             _heartbeats_of, samples, beats_raw, every_beat
         )
         restarts, bad_marks, _ = _counts(restarted)
         identifies, bad_ids, identifies_1h = _counts(identified)
-        skipped = {keys.latest: bad, keys.heartbeats: bad_beats,
-                   keys.recent_restarts: bad_marks, keys.identifies: bad_ids}  # fmt: skip
+        skipped = {keys.heartbeats: bad_beats, keys.recent_restarts: bad_marks,
+                   keys.identifies: bad_ids}  # fmt: skip
         for key, count in skipped.items():
             if count:
                 self._count_skipped(key, count)
@@ -219,7 +213,7 @@ class FleetStore(SampleStore, RestartStore, AlertStore):
         self, latest_raw: Any, beats: Any, offline_after_s: float, now: float
     ) -> FleetSummary:
         return summarize_fleet(
-            await self._parse_latest(latest_raw),
+            await self._parse_latest(latest_raw.values()),
             self._heartbeats(beats),
             now=now,
             offline_after_s=offline_after_s,

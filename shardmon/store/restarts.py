@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
+from redis.asyncio.client import Pipeline
 
 from shardmon.connection import run_script
 from shardmon.keys import RECENT_RESTARTS_S, Keys
@@ -201,9 +202,13 @@ class RestartStore(StoreBase):
         restarted, whatever `shard_count` says: a shard crash-looping before its first sample
         too)."""
         now = time.time() if now is None else now
-        overrides = cast("dict[str, str]", await self.client.hgetall(self.keys.thresholds))
+        since = now - limits.restart_window_s
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.keys.thresholds)
+            self._queue_recent_restarts(pipe, since)
+            overrides, members, indexed = await pipe.execute()
         limits = Limits(limits.settings, limits.interval_s, self._overrides(overrides))
-        restarts = await self.restarts_in_window(limits.restart_window_s, now)
+        restarts = await self._restarts_since(members, indexed, since, now)
         return storm_report(restarts, limits, now)
 
     async def restarts_in_window(self, window_s: float, now: float) -> dict[int, int]:
@@ -211,12 +216,20 @@ class RestartStore(StoreBase):
         each `restarts:<shard>` answers (DESIGN.md's storm count), counted from
         `recent_restarts` in one read whose size follows the restarts, not the shards."""
         async with self.client.pipeline(transaction=False) as pipe:
-            pipe.zrangebyscore(self.keys.recent_restarts, now - window_s, "+inf")
-            pipe.exists(self.keys.recent_restarts)
+            self._queue_recent_restarts(pipe, now - window_s)
             members, indexed = await pipe.execute()
+        return await self._restarts_since(members, indexed, now - window_s, now)
+
+    def _queue_recent_restarts(self, pipe: Pipeline, since: float) -> None:
+        pipe.zrangebyscore(self.keys.recent_restarts, since, "+inf")
+        pipe.exists(self.keys.recent_restarts)
+
+    async def _restarts_since(
+        self, members: list[str], indexed: int, since: float, now: float
+    ) -> dict[int, int]:
         if not indexed:
-            members = await self._index_recent_restarts(now - window_s, now)
-        return self._by_shard(cast("list[str]", members), self.keys.recent_restarts)
+            members = await self._index_recent_restarts(since, now)
+        return self._by_shard(members, self.keys.recent_restarts)
 
     async def _index_recent_restarts(self, since: float, now: float) -> list[str]:
         """Fill a missing `recent_restarts` from the events of the last 7 days (a deployment

@@ -103,7 +103,7 @@ class SampleStore(StoreBase):
 
     async def latest_samples(self) -> dict[int, Sample]:
         """Each shard's newest sample (one HGETALL of `latest`)."""
-        return await self._parse_latest(await self.client.hgetall(self.keys.latest))
+        return await self._parse_latest(await self.client.hvals(self.keys.latest))
 
     async def heartbeats(self) -> dict[int, float]:
         """Shard -> last-seen time; members that are not shard ids are skipped."""
