@@ -22,7 +22,7 @@ from shardmon.rules import Limits
 from shardmon.sinks import Alert, DeliveryPolicy, LogSink
 from shardmon.stats import Spread
 from shardmon.store import Store, lua
-from shardmon.store import fleet as fleet_store
+from shardmon.store import _base as store_base
 
 QUICK = DeliveryPolicy(attempts=2, backoff_s=0.01, attempt_timeout_s=1)
 
@@ -258,7 +258,7 @@ async def test_the_leader_parses_and_judges_the_fleet_off_the_event_loop(
     election, alerter, judge = make_node("a:1", RecordingSink())
     await _push(client, keys, {0: 95, 1: 40})
     threads: dict[str, set[str]] = {"parse": set(), "judge": set()}
-    parse, judge_fleet = fleet_store.parse_sample, judge._judge
+    parse, judge_fleet = store_base.parse_sample, judge._judge
 
     def parse_sample(raw: str | bytes) -> Any:
         threads["parse"].add(threading.current_thread().name)
@@ -268,7 +268,7 @@ async def test_the_leader_parses_and_judges_the_fleet_off_the_event_loop(
         threads["judge"].add(threading.current_thread().name)
         return judge_fleet(*args)
 
-    monkeypatch.setattr(fleet_store, "parse_sample", parse_sample)
+    monkeypatch.setattr(store_base, "parse_sample", parse_sample)
     monkeypatch.setattr(judge, "_judge", judged)
     assert await election.campaign_once() and await judge.tick()
     # shard 0's alert is being delivered: done before the client closes (a delivery left
