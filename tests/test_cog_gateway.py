@@ -17,7 +17,7 @@ from helpers import wait_until
 from cogs.shardmon import ShardmonCog
 from shardmon.keys import Keys
 from shardmon.models import GatewayState
-from shardmon.rules import connection_state
+from shardmon.rules import CpuRule, MemoryRule, connection_state
 from shardmon.settings import Settings, load_settings
 from shardmon.store import Store
 
@@ -54,12 +54,14 @@ async def _gateways(cog: ShardmonCog) -> dict[int, GatewayState]:
 
 
 async def _judge(cog: ShardmonCog) -> list[tuple[str, str, list[int]]]:
-    """One leader tick; (kind, rule, shards) of every alert record so far, oldest first."""
+    """One leader tick; (kind, rule, shards) of every alert record so far, oldest first, but
+    those of this machine's own CPU and memory (a busy test machine may cross 85%)."""
     assert await cog.monitor.judge.tick()
     await cog.monitor.alerter.wait_for_deliveries()
     records = [json.loads(r) for r in await cog.client.lrange(Keys(cog.settings.deployment).alerts,
                                                                0, -1)]  # fmt: skip
-    return [(r["kind"], r["rule"], r["shards"]) for r in reversed(records)]
+    return [(r["kind"], r["rule"], r["shards"]) for r in reversed(records)
+            if r["rule"] not in (MemoryRule.name, CpuRule.name)]  # fmt: skip
 
 
 async def _until(check: Callable[[], bool]) -> None:

@@ -14,6 +14,7 @@ from discord.ext import commands
 
 from cogs.shardmon import ShardmonCog
 from shardmon.keys import Keys
+from shardmon.rules import CpuRule, MemoryRule
 from shardmon.settings import Settings, load_settings
 
 
@@ -28,8 +29,11 @@ def settings(redis_url: str, monkeypatch: pytest.MonkeyPatch, deployment: str) -
 
 
 async def _alerts(client: aioredis.Redis, keys: Keys) -> list[tuple[str, str, list[int]]]:
+    """(kind, rule, shards) of every alert record, oldest first, but those of this machine's own
+    CPU and memory (a busy test machine may cross 85%)."""
     records = [json.loads(raw) for raw in await client.lrange(keys.alerts, 0, -1)]
-    return [(r["kind"], r["rule"], r["shards"]) for r in reversed(records)]
+    return [(r["kind"], r["rule"], r["shards"]) for r in reversed(records)
+            if r["rule"] not in (MemoryRule.name, CpuRule.name)]  # fmt: skip
 
 
 async def test_a_shard_that_disconnects_in_simcord_is_alerted_and_resolved_once(
