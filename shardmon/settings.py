@@ -8,11 +8,13 @@ here: each rule's `Limit` declares its name, default and bounds, and becomes a f
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
+from dotenv import dotenv_values
 from pydantic import (
     Field,
     SecretStr,
@@ -83,14 +85,23 @@ class _Settings(BaseSettings):
     journal_path: Path = Path("logs/system_restarts.log")
     alert_channel_id: int | None = Field(default=None, ge=1, description="channel for alerts")
     alert_guild_ids: Annotated[list[int], NoDecode] = Field(
-        default_factory=list, description="guilds whose channels may receive alerts; [] = none"
+        default_factory=list,
+        description="guilds whose channels may receive alerts; [] = the operator guilds",
+    )
+    operator_guild_ids: Annotated[list[int], NoDecode] = Field(
+        default_factory=list,
+        description="your servers: infrastructure commands are registered there only; [] = global",
+    )
+    operator_check: str = Field(
+        default="owner",
+        description="who may run them: owner (or team), manage_guild, or role:<role id>",
     )
     health_port: int | None = Field(
         default=None, ge=1, le=65535, description="serve /healthz of this process on this port"
     )
     bot_token: SecretStr | None = Field(default=None, description="the reference bot's token")
-    commands_require_manage_guild: bool = Field(
-        default=True, description="slash commands only for members with Manage Server"
+    operator_commands_hidden: bool = Field(
+        default=True, description="hide infrastructure commands from members who lack the rights"
     )
     alert_channel_names: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["dev-logs", "admin-logs", "system-logs", "bot-logs"]
@@ -113,6 +124,13 @@ class _Settings(BaseSettings):
             )
         return value
 
+    @field_validator("operator_check")
+    @classmethod
+    def _known_check(cls, value: str) -> str:
+        if value in ("owner", "manage_guild") or re.fullmatch(r"role:\d{15,20}", value):
+            return value
+        raise ValueError(f"{value!r} is not owner, manage_guild or role:<a role id>")
+
     @field_validator("shard_ids", mode="before")
     @classmethod
     def _parse_shard_ids(cls, value: object) -> object:
@@ -125,7 +143,7 @@ class _Settings(BaseSettings):
         """Accept `host:port,host:port` (a port 1-65535 each; an IPv6 host in brackets)."""
         return _comma_list(value, _sentinel, skip_empty=False)
 
-    @field_validator("alert_guild_ids", mode="before")
+    @field_validator("alert_guild_ids", "operator_guild_ids", mode="before")
     @classmethod
     def _parse_guild_ids(cls, value: object) -> object:
         return _comma_list(value, lambda part: [part], brackets=True)
@@ -160,6 +178,11 @@ class _Settings(BaseSettings):
             except ValueError:  # its message may quote the URL, password included
                 raise ValueError("redis_url: not a valid Redis URL (check port and db)") from None
         return self
+
+    def alert_guilds(self) -> list[int]:
+        """The servers whose channels may be detected as the alert channel: those of
+        `SHARDMON_ALERT_GUILD_IDS` if any (the older name), else the operator guilds."""
+        return self.alert_guild_ids or self.operator_guild_ids
 
     def redis_url_or_default(self) -> str:
         """The configured Redis URL, else a local Redis on 6379."""
@@ -283,8 +306,24 @@ else:
     )
 
 
+#: Settings that were renamed, with what replaces them: set, they stop the start, so that
+#: nobody's commands change who may use them without a word.
+RENAMED = {
+    "SHARDMON_COMMANDS_REQUIRE_MANAGE_GUILD": (
+        "SHARDMON_OPERATOR_CHECK (manage_guild is the old rule; owner the default) and "
+        "SHARDMON_OPERATOR_COMMANDS_HIDDEN"
+    ),
+}
+
+
 def load_settings(**overrides: object) -> Settings:
     """Read settings, turning a validation failure into one readable `SettingsError`."""
+    given = set(os.environ)
+    if Path(".env").is_file():
+        given |= set(dotenv_values(".env"))
+    renamed = [f"{old}: renamed, use {new}" for old, new in RENAMED.items() if old in given]
+    if renamed:
+        raise SettingsError("invalid shardmon settings:\n  " + "\n  ".join(renamed))
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:

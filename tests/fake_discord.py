@@ -112,6 +112,8 @@ class FakeDiscord:
         self.ack_heartbeats: bool = True
         #: shards whose heartbeats are left unanswered even while ack_heartbeats is True
         self.unacked_shards: set[int] = set()
+        #: the team that owns the application (GET /oauth2/applications/@me), if one does
+        self.team: dict[str, Any] | None = None
 
         self.identifies: list[int] = []  # shard id of every IDENTIFY received, in order
         self.resumes: list[
@@ -441,7 +443,7 @@ class FakeDiscord:
                 "bot_public": True,
                 "bot_require_code_grant": False,
                 "owner": self._user() | {"id": str(self.user_id + 1), "username": "owner"},
-                "team": None,
+                "team": self.team,
                 "verify_key": "0" * 64,
                 "flags": 0,
                 "summary": "",

@@ -195,7 +195,7 @@ def test_restarts_embed_stays_within_discord_limits_and_never_pings(
                   environment="e", version=version, metadata={"error": error})
         for i, error in enumerate(errors)
     ]  # fmt: skip
-    embed = restarts_embed(events, limit)
+    embed = restarts_embed(events, limit, show_errors=True)
     text = (embed.description or "") + "".join(f.value or "" for f in embed.fields)
     assert len(embed) <= 6000 and len(embed.description or "") <= DESCRIPTION_LIMIT
     assert all(text[i + 1 : i + 2] == ZWSP for i, c in enumerate(text) if c == "@")
@@ -242,7 +242,7 @@ def test_a_one_megabyte_traceback_is_bounded_in_redis_and_in_the_embed() -> None
     event = new_event("crash", shards=(0,), node="h:1", system="s", environment="e",
                       version="1", metadata=metadata)  # fmt: skip
     assert len(event.to_json()) < 20_000
-    embed = restarts_embed([event], 10)
+    embed = restarts_embed([event], 10, show_errors=True)
     assert len(embed) <= 6000 and isinstance(embed, discord.Embed)
 
 
@@ -256,7 +256,8 @@ def test_every_invalid_setting_fails_at_start_naming_it(monkeypatch: pytest.Monk
         "RESTART_WINDOW_S": "1", "IDENTIFY_ALERT_THRESHOLD": "0", "ALERT_DEDUPE_S": "0",
         "LEADER_LEASE_S": "0.5", "LEADER_ELIGIBLE": "maybe",
         "ALERT_WEBHOOK_URL": "https://example.com/hook", "ALERT_CHANNEL_ID": "0",
-        "ALERT_GUILD_IDS": "x", "HEALTH_PORT": "70000", "COMMANDS_REQUIRE_MANAGE_GUILD": "maybe",
+        "ALERT_GUILD_IDS": "x", "HEALTH_PORT": "70000", "OPERATOR_COMMANDS_HIDDEN": "maybe",
+        "OPERATOR_GUILD_IDS": "1,x", "OPERATOR_CHECK": "role:abc",
         "DISCONNECTED_AFTER_S": "5", "ZOMBIE_AFTER_S": "-1", "LOOP_STALL_THRESHOLD": "0",
         "IDENTIFY_BUDGET_WARN": "101", "OUTAGE_FRACTION": "1.5",
     }  # fmt: skip
@@ -272,6 +273,23 @@ def test_every_invalid_setting_fails_at_start_naming_it(monkeypatch: pytest.Monk
             env.setenv(f"SHARDMON_{name}", value)
             with pytest.raises(SettingsError, match=f"SHARDMON_{name}"):
                 load_settings()
+
+
+def test_a_renamed_setting_fails_at_start_naming_what_replaces_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Who may run the commands must not change without a word: the old switch is refused,
+    from the environment or from .env."""
+    monkeypatch.setenv("SHARDMON_COMMANDS_REQUIRE_MANAGE_GUILD", "false")
+    with pytest.raises(SettingsError, match="REQUIRE_MANAGE_GUILD: renamed, use SHARDMON_OP"):
+        load_settings()
+    monkeypatch.delenv("SHARDMON_COMMANDS_REQUIRE_MANAGE_GUILD")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("SHARDMON_COMMANDS_REQUIRE_MANAGE_GUILD=true\n")
+    with pytest.raises(SettingsError, match="SHARDMON_OPERATOR_CHECK"):
+        load_settings()
+    (tmp_path / ".env").write_text("SHARDMON_OPERATOR_CHECK=manage_guild\n")
+    assert load_settings().operator_check == "manage_guild"
 
 
 def test_a_monitor_config_with_a_bad_deployment_fails_before_any_redis_call() -> None:

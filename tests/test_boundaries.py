@@ -127,7 +127,8 @@ def test_every_third_party_import_is_a_declared_dependency() -> None:
         spec.split("[")[0].split(">")[0].split("=")[0].strip().lower().replace("-", "_")
         for spec in [*project["dependencies"], *project["optional-dependencies"]["demo"]]
     }
-    distribution = {"discord": "discord.py", "redis": "redis", "aiohttp": "aiohttp"}
+    distribution = {"discord": "discord.py", "redis": "redis", "aiohttp": "aiohttp",
+                    "dotenv": "python-dotenv"}  # fmt: skip
     stdlib = set(sys.stdlib_module_names)
     used: set[str] = set()
     for path in [*PACKAGE.rglob("*.py"), *(ROOT / "cogs").rglob("*.py")]:

@@ -18,6 +18,7 @@ import discord
 from discord.ext import commands
 
 from shardmon.api import log_bot_crash
+from shardmon.discordpy.access import sync_commands
 from shardmon.settings import Settings, SettingsError, load_settings
 from shardmon.tasks import spawn
 
@@ -38,7 +39,7 @@ async def build_bot(settings: Settings) -> commands.AutoShardedBot:
     return bot
 
 
-async def run(settings: Settings, sync_commands: bool) -> int:
+async def run(settings: Settings, sync: bool) -> int:
     if settings.bot_token is None:
         print(
             "SHARDMON_BOT_TOKEN is not set: the reference bot needs a Discord bot token "
@@ -59,9 +60,10 @@ async def run(settings: Settings, sync_commands: bool) -> int:
     try:
         async with bot:
             await bot.login(settings.bot_token.get_secret_value())
-            if sync_commands:
-                synced = await bot.tree.sync()
-                log.info("synced %d slash commands", len(synced))
+            if sync:
+                for guild_id, count in (await sync_commands(bot, settings)).items():
+                    where = "globally" if guild_id is None else f"to guild {guild_id}"
+                    log.info("synced %d slash commands %s", count, where)
             await bot.connect(reconnect=True)
     except discord.LoginFailure:
         print("Discord refused the bot token (SHARDMON_BOT_TOKEN).", file=sys.stderr)
@@ -79,7 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m shardmon.bot", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--sync-commands", action="store_true", help="register the slash commands")
+    parser.add_argument(
+        "--sync-commands",
+        action="store_true",
+        help="register the slash commands: /shard globally, the others in the operator guilds",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -11,6 +11,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import discord
 import redis.asyncio as aioredis
@@ -19,6 +20,7 @@ from discord.ext import commands, tasks
 
 from shardmon.api import claim_process_startup, install_crash_hook
 from shardmon.connection import create_redis
+from shardmon.discordpy.access import REFUSAL, NotAnOperator, OperatorAccess
 from shardmon.discordpy.embeds import (
     performance_embed,
     public_shard_embed,
@@ -97,8 +99,8 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
         self._gateway: dict[int, GatewayStats] = {}
         config = settings.monitor_config()
         sinks = settings.alert_sinks()
-        if settings.alert_channel_id is not None or settings.alert_guild_ids:
-            guild_ids = settings.alert_guild_ids
+        if settings.alert_channel_id is not None or settings.alert_guilds():
+            guild_ids = settings.alert_guilds()
             sinks.append(
                 ChannelSink(
                     bot, settings.alert_channel_id, lambda: self.store.alert_channel(guild_ids)
@@ -114,17 +116,22 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
         )
         self.limits = config.limits
         self.store = self.monitor.store
-        for command in self.walk_app_commands():
-            if command.name in PUBLIC_COMMANDS:
-                continue
-            command.guild_only = True  # infrastructure is never shown in DMs
-            command.allowed_contexts = app_commands.AppCommandContext(guild=True)
-            if settings.commands_require_manage_guild:
-                command.default_permissions = discord.Permissions(manage_guild=True)
+        self.access = OperatorAccess(bot, settings)
+        for command in self.infrastructure_commands():
+            self.access.scope(command)
+
+    def infrastructure_commands(self) -> list[app_commands.Command[Any, ..., Any]]:
+        """Every command of the cog but the public ones: for the bot's operators."""
+        return [
+            command
+            for command in self.walk_app_commands()
+            if isinstance(command, app_commands.Command) and command.name not in PUBLIC_COMMANDS
+        ]
 
     # -- lifecycle ------------------------------------------------------------------------
 
     async def cog_load(self) -> None:
+        self.access.log_scope([command.name for command in self.infrastructure_commands()])
         self.watch.install()
         await self.monitor.start(sample=False)
         if claim_process_startup():
@@ -284,7 +291,7 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
     async def _detect_alert_channels(self, guilds: list[discord.Guild]) -> None:
         # Only in the operator's own servers: on a public bot, the lowest guild id with a
         # #bot-logs channel is usually a stranger's.
-        allowed = set(self.settings.alert_guild_ids)
+        allowed = set(self.settings.alert_guilds())
         found = {
             guild.id: channel
             for guild in guilds
@@ -296,6 +303,15 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
             log.warning("alert channels not recorded (%s)", classify(exc))
 
     # -- commands -------------------------------------------------------------------------
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        """discord.py runs this before every command of the cog: the infrastructure ones are
+        for the operators only (a refusal is answered in `cog_app_command_error`)."""
+        if interaction.command is None or interaction.command.name in PUBLIC_COMMANDS:
+            return True
+        if not await self.access.allows(interaction):
+            raise NotAnOperator
+        return True
 
     async def _answer(
         self,
@@ -361,8 +377,11 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
             )
             return
 
+        show_errors = self.access.shows_errors(interaction)
+
         async def build() -> discord.Embed:
-            return restarts_embed(await self.store.restart_history(limit), limit)
+            events = await self.store.restart_history(limit)
+            return restarts_embed(events, limit, show_errors=show_errors)
 
         await self._answer(interaction, build)
 
@@ -441,8 +460,15 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
     async def cog_app_command_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError
     ) -> None:
-        """A member asking too often gets a polite reply; any other error is logged, as
-        discord.py's tree would (a cog with a handler has its errors to itself)."""
+        """A member who is not an operator, or asks too often, gets a polite private reply;
+        any other error is logged, as discord.py's tree would (a cog with a handler has its
+        errors to itself)."""
+        if isinstance(error, NotAnOperator):
+            log.info(
+                "/%s refused: user %s is not an operator", _name(interaction), interaction.user.id
+            )
+            await interaction.response.send_message(REFUSAL, ephemeral=True)
+            return
         if isinstance(error, app_commands.CommandOnCooldown):
             await interaction.response.send_message(
                 f"Please wait {error.retry_after:.0f} s before asking again.", ephemeral=True

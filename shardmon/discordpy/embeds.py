@@ -119,10 +119,14 @@ _TYPE_EMOJI = {
 }
 
 
-def restarts_embed(events: Sequence[RestartEvent], limit: int) -> discord.Embed:
-    """The newest restarts, whole lines only: as many of `limit` as fit in a description."""
+def restarts_embed(
+    events: Sequence[RestartEvent], limit: int, *, show_errors: bool
+) -> discord.Embed:
+    """The newest restarts, whole lines only: as many of `limit` as fit in a description;
+    crash errors only with `show_errors` (they may hold paths, hosts, even credentials)."""
     lines: list[str] = []
     size = 0
+    errors_hidden = 0
     for event in events:
         shards = ", ".join(str(s) for s in event.shards)
         kind = event.type.value
@@ -130,13 +134,14 @@ def restarts_embed(events: Sequence[RestartEvent], limit: int) -> discord.Embed:
         version = defuse_mentions(event.version)
         line = f"{emoji} **{kind}** · shard {shards} · v{version} · {_when(event)}"
         error = event.metadata.get("error") if kind == "crash" else None
-        if error:
+        if error and show_errors:
             text = defuse_mentions(str(error)[:120]).replace("`", "'")  # cut, then defuse
             line += f"\n  `{text}`"
         if size + len(line) + 1 > DESCRIPTION_LIMIT:
             break
         lines.append(line)
         size += len(line) + 1
+        errors_hidden += bool(error and not show_errors)
     shown = len(lines)
     title = (
         f"🔄 Last {shown} restarts"
@@ -145,8 +150,13 @@ def restarts_embed(events: Sequence[RestartEvent], limit: int) -> discord.Embed:
     )
     embed = discord.Embed(title=title, colour=discord.Colour.blurple())
     embed.description = "\n".join(lines) if lines else "No restart recorded yet."
+    notes = []
     if shown < len(events):
-        embed.set_footer(text=f"{len(events) - shown} more did not fit: use a smaller limit")
+        notes.append(f"{len(events) - shown} more did not fit: use a smaller limit")
+    if errors_hidden:
+        notes.append("Crash errors are shown in the operators' servers only")
+    if notes:
+        embed.set_footer(text=" · ".join(notes))
     return embed
 
 
