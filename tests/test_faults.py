@@ -111,8 +111,10 @@ def test_redis_killed_and_restarted_under_a_running_fleet(
     if persistent:
         own_redis.extra_args = ("--appendonly", "yes", "--appendfsync", "always")
         own_redis.restart()
-    client = redis.Redis.from_url(own_redis.url, decode_responses=True)
-    with LocalFleet(own_redis.url, SHARDS, SETTINGS, tmp_path) as fleet:
+    with (
+        redis.Redis.from_url(own_redis.url, decode_responses=True) as client,
+        LocalFleet(own_redis.url, SHARDS, SETTINGS, tmp_path) as fleet,
+    ):
         _fleet_up(fleet, client)
         survivors = {s: fleet.processes[s].pid for s in range(SHARDS - 1)}
         own_redis.kill()
@@ -132,8 +134,10 @@ def test_redis_killed_and_restarted_under_a_running_fleet(
 
 
 def test_redis_frozen_past_the_leader_lease(own_redis: RedisServer, tmp_path: Path) -> None:
-    client = redis.Redis.from_url(own_redis.url, decode_responses=True)
-    with LocalFleet(own_redis.url, SHARDS, SETTINGS, tmp_path) as fleet:
+    with (
+        redis.Redis.from_url(own_redis.url, decode_responses=True) as client,
+        LocalFleet(own_redis.url, SHARDS, SETTINGS, tmp_path) as fleet,
+    ):
         _fleet_up(fleet, client)
         epoch = int(client.get(KEYS.leader_epoch) or 0)
         survivors = {s: fleet.processes[s].pid for s in range(SHARDS - 1)}

@@ -94,15 +94,14 @@ def _shards_alerted_by(client: redis.Redis, epoch: int, at_least: int) -> bool:
 
 
 def test_failover_and_no_duplicate_alerts(redis_url: str, tmp_path: Path) -> None:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    leader = lambda: client.get(KEYS.leader)  # noqa: E731
-    guards = GuardEvents(client)  # listening before any node claims
-    try:
-        _failovers(client, leader, redis_url, tmp_path)
-    finally:
-        guards.close()
-
-    alerts = _memory_alerts(client)
+    with redis.Redis.from_url(redis_url, decode_responses=True) as client:
+        leader = lambda: client.get(KEYS.leader)  # noqa: E731
+        guards = GuardEvents(client)  # listening before any node claims
+        try:
+            _failovers(client, leader, redis_url, tmp_path)
+        finally:
+            guards.close()
+        alerts = _memory_alerts(client)
     by_shard: dict[int, list[float]] = defaultdict(list)
     for alert in alerts:
         for shard in alert["shards"]:  # type: ignore[attr-defined]
