@@ -318,9 +318,9 @@ RENAMED = {
 
 def load_settings(**overrides: object) -> Settings:
     """Read settings, turning a validation failure into one readable `SettingsError`."""
-    given = set(os.environ)
+    given = {name.upper() for name in os.environ}  # as pydantic-settings: any case
     if Path(".env").is_file():
-        given |= set(dotenv_values(".env"))
+        given |= {name.upper() for name in dotenv_values(".env")}
     renamed = [f"{old}: renamed, use {new}" for old, new in RENAMED.items() if old in given]
     if renamed:
         raise SettingsError("invalid shardmon settings:\n  " + "\n  ".join(renamed))

@@ -114,6 +114,8 @@ class FakeDiscord:
         self.unacked_shards: set[int] = set()
         #: the team that owns the application (GET /oauth2/applications/@me), if one does
         self.team: dict[str, Any] | None = None
+        #: anything but 200 makes GET /oauth2/applications/@me answer that HTTP error
+        self.application_status: int = 200
 
         self.identifies: list[int] = []  # shard id of every IDENTIFY received, in order
         self.resumes: list[
@@ -434,6 +436,9 @@ class FakeDiscord:
 
     async def _application_me(self, request: web.Request) -> web.Response:
         # Client.login -> application_info(): AppInfo indexes each of these keys.
+        if self.application_status != 200:
+            status = self.application_status
+            return _json({"message": f"{status}: fake error", "code": 0}, status=status)
         return _json(
             {
                 "id": str(self.application_id),

@@ -5,6 +5,7 @@ dispatch, for an owner, a member with and without the role, and a stranger."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -85,6 +86,12 @@ def _acknowledge_refusals(env: Any, count: int) -> None:
     assert [type(error) for error in env.errors] == [NotAnOperator] * count
 
 
+def _private(result: Any) -> bool:
+    """Whether every message of the answer is one only its asker sees."""
+    messages = [m for m in (result.response, *result.followups) if m is not None]
+    return bool(messages) and all(message.ephemeral for message in messages)
+
+
 def _embeds(result: Any) -> list[discord.Embed]:
     messages = [m for m in (result.response, *result.followups) if m is not None]
     return [embed for message in messages for embed in message.embeds]
@@ -135,9 +142,18 @@ async def test_with_an_operator_guild_the_infrastructure_commands_exist_there_on
         restarts = await owner_member.slash(desk, "restarts")
         [embed] = _embeds(restarts)
         assert "password authentication failed" in _text(embed)  # the operators see errors
-        # A member of the operators' server who is neither owner nor manager sees none of them.
+        assert not _private(restarts)  # in the operators' own channel, for all of them
+        # A member of the operators' server who is neither owner nor manager sees none of them;
+        # one with Manage Server (a support server's moderator) sees them and is refused.
         member = ops.add_member(env.create_user("member"))
         assert member.available_commands(desk) == ("shard",)
+        moderator = ops.add_member(
+            env.create_user("moderator"),
+            roles=[ops.create_role("mods", permissions=discord.Permissions(manage_guild=True))],
+        )
+        for name in sorted(INFRASTRUCTURE):
+            assert _refused(await moderator.slash(desk, name)), name
+        _acknowledge_refusals(env, len(INFRASTRUCTURE))
 
     await _in_simcord(scenario)
 
@@ -176,10 +192,12 @@ async def test_without_operator_guilds_every_stranger_is_refused_by_every_comman
         answer = await manager.slash(channel, "shard")
         [embed] = _embeds(answer)
         assert answer.ephemeral and "Shard 0" in _text(embed)
-        # The application's owner, in that same server, is answered and shown the error.
+        # The application's owner, in that same server, is answered and shown the error, in a
+        # reply that only the owner sees.
         owner_member = guild.add_member(owner, roles=[guild.roles["admins"]])
-        [embed] = _embeds(await owner_member.slash(channel, "restarts"))
-        assert "password authentication failed" in _text(embed)
+        restarts = await owner_member.slash(channel, "restarts")
+        [embed] = _embeds(restarts)
+        assert "password authentication failed" in _text(embed) and _private(restarts)
 
     await _in_simcord(scenario)
 
@@ -213,23 +231,53 @@ async def test_a_role_check_answers_the_role_and_refuses_the_rest(
 async def test_a_manage_guild_check_outside_operator_guilds_hides_crash_errors(
     environment: Callable[..., Settings], client: aioredis.Redis
 ) -> None:
-    settings = environment(OPERATOR_CHECK="manage_guild")
+    """The old rule, shown to everyone: a member without Manage Server is refused; a manager is
+    answered, privately, without the crash errors (a stranger's server)."""
+    settings = environment(OPERATOR_CHECK="manage_guild", OPERATOR_COMMANDS_HIDDEN="false")
 
     async def scenario(env: Any, bot: commands.AutoShardedBot) -> None:
         guild = env.create_guild("a public server")
         await _load(bot, settings, client)
         await sync_commands(bot, settings)
+        assert all(c["default_member_permissions"] is None
+                   for c in _registered(env, None).values())  # fmt: skip
         channel = guild.create_text_channel("general")
-        admin = guild.add_member(
-            env.create_user("admin"),
-            roles=[guild.create_role("admins", permissions=discord.Permissions.all())],
+        manager = guild.add_member(
+            env.create_user("manager"),
+            roles=[guild.create_role("mods", permissions=discord.Permissions(manage_guild=True))],
         )
-        [embed] = _embeds(await admin.slash(channel, "restarts"))
-        assert "💥 **crash**" in (embed.description or "")
+        restarts = await manager.slash(channel, "restarts")
+        [embed] = _embeds(restarts)
+        assert "💥 **crash**" in (embed.description or "") and _private(restarts)
         assert "password" not in _text(embed) and "internal" not in _text(embed)
         assert embed.footer.text == "Crash errors are shown in the operators' servers only"
+        member = guild.add_member(env.create_user("member"))
+        for name in sorted(INFRASTRUCTURE):
+            assert _refused(await member.slash(channel, name)), name
+        _acknowledge_refusals(env, len(INFRASTRUCTURE))
 
     await _in_simcord(scenario)
+
+
+@pytest.mark.parametrize(
+    ("check", "guilds", "hidden", "seen_by"),
+    [
+        ("owner", "", "true", "administrator"),
+        ("owner", str(OPS_GUILD), "true", "manage_guild"),
+        ("manage_guild", "", "true", "manage_guild"),
+        ("manage_guild", str(OPS_GUILD), "true", "manage_guild"),
+        ("role:1150000000000000077", "", "true", "administrator"),
+        ("role:1150000000000000077", str(OPS_GUILD), "true", None),
+        ("owner", "", "false", None),
+    ],
+)
+def test_who_sees_the_commands_by_default(
+    environment: Callable[..., Settings], check: str, guilds: str, hidden: str, seen_by: str | None
+) -> None:
+    settings = environment(OPERATOR_CHECK=check, OPERATOR_GUILD_IDS=guilds,
+                           OPERATOR_COMMANDS_HIDDEN=hidden)  # fmt: skip
+    expected = None if seen_by is None else discord.Permissions(**{seen_by: True})
+    assert OperatorAccess(make_bot(), settings).default_permissions == expected
 
 
 @pytest.fixture
@@ -273,13 +321,59 @@ async def test_the_owner_check_answers_the_team_as_discord_py_reads_it(
         assert not await allows(1_150_000_000_000_000_501, guild_id=None)  # never in DMs
 
 
-@pytest.mark.parametrize("setting", ["OPERATOR_GUILD_IDS", "ALERT_GUILD_IDS"])
+async def test_the_owner_check_refuses_when_discord_cannot_say_who_the_owner_is(
+    environment: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+) -> None:
+    async with FakeDiscord() as fake, running_bot(make_bot(), fake) as bot:
+        fake.application_status = 403
+        interaction = RecordedInteraction(guild_id=OPS_GUILD)
+        interaction.user = discord.Object(fake.user_id + 1)  # the owner, as far as one knows
+        assert not await OperatorAccess(bot, environment()).allows(interaction)  # type: ignore[arg-type]
+    assert "the application's owner is unknown" in caplog.text
+
+
+async def test_the_cog_unloads_and_loads_again_with_operator_guilds(
+    environment: Callable[..., Settings], client: aioredis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """discord.py's cog removal takes the guilds of the first guild-scoped command for all that
+    follow: the global /shard must not stay behind, or a reload fails."""
+    caplog.set_level(logging.INFO, "shardmon")
+    settings = environment(OPERATOR_GUILD_IDS=str(OPS_GUILD))
+    bot = make_bot()
+    ops = discord.Object(OPS_GUILD)
+    for _ in range(2):
+        await bot.add_cog(ShardmonCog(bot, settings, client))
+        assert [c.name for c in bot.tree.get_commands()] == ["shard"]
+        assert {c.name for c in bot.tree.get_commands(guild=ops)} == INFRASTRUCTURE
+        await bot.remove_cog("Shardmon")
+        assert bot.tree.get_commands() == [] and bot.tree.get_commands(guild=ops) == []
+    assert "registered in operator guilds 1150000000000000001, for owner" in caplog.text
+    assert "are global commands" not in caplog.text
+
+
+async def test_the_start_log_says_once_how_to_scope_global_commands(
+    environment: Callable[..., Settings], client: aioredis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    bot = make_bot()
+    await bot.add_cog(ShardmonCog(bot, environment(), client))
+    await bot.remove_cog("Shardmon")
+    [warning] = [r for r in caplog.records if "are global commands" in r.message]
+    assert warning.levelno == logging.WARNING and "SHARDMON_OPERATOR_GUILD_IDS" in warning.message
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [{"OPERATOR_GUILD_IDS": str(OPS_GUILD)}, {"ALERT_GUILD_IDS": str(OPS_GUILD)},
+     {"ALERT_GUILD_IDS": str(OPS_GUILD), "OPERATOR_GUILD_IDS": str(OPS_GUILD - 1)}],
+    ids=["operator-guilds", "alert-guilds", "alert-guilds-first"],
+)  # fmt: skip
 async def test_alert_channels_are_detected_in_the_operators_servers_only(
-    environment: Callable[..., Settings], client: aioredis.Redis, setting: str
+    environment: Callable[..., Settings], client: aioredis.Redis, setting: dict[str, str]
 ) -> None:
     """A stranger's older server with a #bot-logs must never receive the alerts; the older
-    setting, SHARDMON_ALERT_GUILD_IDS, names the servers just as well."""
-    settings = environment(**{setting: str(OPS_GUILD)})
+    setting, SHARDMON_ALERT_GUILD_IDS, names the servers just as well, and first (there, the
+    older server is an operator guild that is not for alerts)."""
+    settings = environment(**setting)
 
     async def scenario(env: Any, bot: commands.AutoShardedBot) -> None:
         cog = await _load(bot, settings, client)

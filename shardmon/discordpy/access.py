@@ -47,11 +47,14 @@ class OperatorAccess:
     @property
     def default_permissions(self) -> discord.Permissions | None:
         """Who sees the commands until a server's admins say otherwise (Server Settings >
-        Integrations): Administrator where they are global (every server of the bot),
-        Manage Server in the operator guilds, or everyone there when a role decides (Discord
-        cannot hide a command by role by default); everyone when not hidden."""
+        Integrations): with the `manage_guild` check, members with Manage Server; else, where
+        they are global (every server of the bot), Administrators; in the operator guilds,
+        members with Manage Server, or everyone when a role decides (Discord cannot hide a
+        command by role). Everyone when not hidden: the check still decides."""
         if not self.hidden:
             return None
+        if self.check == "manage_guild":
+            return discord.Permissions(manage_guild=True)
         if not self.guild_ids:
             return discord.Permissions(administrator=True)
         return None if self.role_id is not None else discord.Permissions(manage_guild=True)
@@ -69,8 +72,6 @@ class OperatorAccess:
         """Whether this member may run an infrastructure command here."""
         if interaction.guild_id is None:
             return False
-        if self.guild_ids and interaction.guild_id not in self.guild_ids:
-            return False  # a command left over from an older, global sync
         user = interaction.user
         if self.check == "manage_guild":
             return interaction.permissions.manage_guild
@@ -82,10 +83,13 @@ class OperatorAccess:
             log.warning("operator check: the application's owner is unknown (%s)", exc)
             return False
 
+    def in_operator_guild(self, interaction: discord.Interaction) -> bool:
+        return interaction.guild_id in self.guild_ids
+
     def shows_errors(self, interaction: discord.Interaction) -> bool:
         """Crash errors go to the operators' own servers, or to the owner and team (the
         `owner` check); a server's manager elsewhere may not read them."""
-        return interaction.guild_id in self.guild_ids or self.check == "owner"
+        return self.in_operator_guild(interaction) or self.check == "owner"
 
     def log_scope(self, names: list[str]) -> None:
         """Say at start where the infrastructure commands are and who may run them."""

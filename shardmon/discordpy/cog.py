@@ -141,6 +141,12 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
         self.sample_loop.start()
 
     async def cog_unload(self) -> None:
+        # discord.py's Cog._eject removes every command after the first guild-scoped one
+        # from that one's guilds: the global /shard would stay behind, bound to this cog.
+        for name in PUBLIC_COMMANDS:
+            command = self.bot.tree.get_command(name)
+            if isinstance(command, app_commands.Command) and command.binding is self:
+                self.bot.tree.remove_command(name)
         self.sample_loop.cancel()
         self.watch.uninstall()
         await self.monitor.stop()
@@ -318,8 +324,11 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
         interaction: discord.Interaction,
         build: Callable[[], Awaitable[discord.Embed | list[discord.Embed]]],
     ) -> None:
-        """Defer at once (Discord allows 3 s), then send what `build` made, or a polite error."""
-        await interaction.response.defer(thinking=True)
+        """Defer at once (Discord allows 3 s), then send what `build` made, or a polite error:
+        in the channel in an operator guild, else to the operator alone (a public server's
+        channel must not see the bot's infrastructure)."""
+        private = not self.access.in_operator_guild(interaction)
+        await interaction.response.defer(thinking=True, ephemeral=private)
         try:
             built = await build()
         except REDIS_FAILURES as exc:
@@ -329,9 +338,9 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
             view = (
                 PagesView(built, interaction.user.id) if len(built) > 1 else discord.utils.MISSING
             )
-            await interaction.followup.send(embed=built[0], view=view)
+            await interaction.followup.send(embed=built[0], view=view, ephemeral=private)
         else:
-            await interaction.followup.send(embed=built)
+            await interaction.followup.send(embed=built, ephemeral=private)
 
     async def _failed(self, interaction: discord.Interaction, failure: RedisFailure) -> None:
         """A polite ephemeral reply: try again shortly (an outage), or what Redis refused."""
