@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import time
 from pathlib import Path
 
@@ -98,6 +99,15 @@ def test_the_sentinel_password_never_shows(monkeypatch: pytest.MonkeyPatch) -> N
     assert "10.0.0.1:26379" in shown
 
 
+# In about one run of ten, a connection to a sentinel, opened by the master's rediscovery during
+# the failover and released back to its pool, is found by the garbage collector still open:
+# its pool was not the one `aclose()` closed (how redis-py 8.1 comes to drop it is not known).
+# Its finalizer closes the socket, and warns: that warning alone is let pass here, and the
+# garbage is collected before the test ends, so that it cannot be reported in another test.
+@pytest.mark.filterwarnings(
+    r"ignore:Exception ignored in. <function (AbstractConnection|StreamWriter)\.__del__"
+    ":pytest.PytestUnraisableExceptionWarning"
+)
 async def test_a_sentinel_failover_loses_no_restart_event_and_the_bot_runs_on(
     tmp_path: Path, config: MonitorConfig
 ) -> None:
@@ -159,6 +169,8 @@ async def test_a_sentinel_failover_loses_no_restart_event_and_the_bot_runs_on(
         if client is not None:
             await client.aclose()
         setup.stop()
+        monitor = client = None  # the closures above hold them too
+        gc.collect()
 
 
 async def _last_applied(client: aioredis.Redis, keys: Keys) -> int:
