@@ -27,6 +27,7 @@ from redis.retry import Retry
 from shardmon.failures import classify
 
 __all__ = [
+    "RECOMMENDED_SERVER_CONFIG",
     "RedisMode",
     "RedisTarget",
     "create_redis",
@@ -36,6 +37,13 @@ __all__ = [
 ]
 
 RedisMode = Literal["standalone", "sentinel", "cluster"]
+
+#: The server settings shardmon's own Redis runs with (docker-compose, the demo's and the
+#: benchmarks' redis-server): every list node but the one at each end compressed with LZF
+#: (samples are pushed and trimmed at the ends; `benchmarks/redis_memory.py` measures the
+#: saving), and nothing evicted (an allkeys-* policy may evict any key, the history too; a
+#: volatile-* one the leader lease and the alert guards, which carry TTLs).
+RECOMMENDED_SERVER_CONFIG = {"list-compress-depth": "1", "maxmemory-policy": "noeviction"}
 
 
 @dataclass(frozen=True, slots=True)

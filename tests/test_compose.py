@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from shardmon.connection import RECOMMENDED_SERVER_CONFIG
 from shardmon.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,6 +33,16 @@ def test_compose_runs_redis_with_persistence_two_shard_services_and_the_exporter
     ids = [s["environment"]["SHARDMON_SHARD_IDS"] for s in shards.values()]
     assert sorted(ids) == ["0,1", "2,3"] and all("healthcheck" in s for s in shards.values())
     assert services["exporter"]["command"][:2] == ["shardmon", "exporter"]
+
+
+def test_compose_runs_redis_with_the_recommended_server_config() -> None:
+    command = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["redis"][
+        "command"
+    ]
+    given = dict(zip(command[1::2], command[2::2], strict=True))
+    assert {f"--{name}": value for name, value in RECOMMENDED_SERVER_CONFIG.items()}.items() <= (
+        given.items()
+    )
 
 
 def test_every_variable_is_a_real_setting_and_valid() -> None:

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from shardmon.cli import main
-from shardmon.connection import create_redis
+from shardmon.connection import RECOMMENDED_SERVER_CONFIG, create_redis
 from shardmon.demo.embedded import embedded_redis
 from shardmon.keys import Keys
 from shardmon.rules import Limits
@@ -101,6 +101,10 @@ def test_embedded_redis_runs_every_store_script(prefer_server: bool) -> None:
     with embedded_redis(prefer_server) as embedded:
         assert embedded.kind.startswith("redis-server" if prefer_server else "fakeredis")
         asyncio.run(exercise(embedded.url))
+        if prefer_server:  # the demo's and the benchmarks' redis-server: our own settings
+            with redis.Redis.from_url(embedded.url, decode_responses=True) as running:
+                for name, value in RECOMMENDED_SERVER_CONFIG.items():
+                    assert running.config_get(name) == {name: value}
     with pytest.raises(redis.ConnectionError), redis.Redis.from_url(embedded.url) as gone:
         gone.ping()
 

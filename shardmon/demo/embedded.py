@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import redis
 
+from shardmon.connection import RECOMMENDED_SERVER_CONFIG
 from shardmon.demo.fleet import die_with_parent
 
 __all__ = ["EmbeddedRedis", "embedded_redis", "free_port"]
@@ -50,16 +51,19 @@ def _wait_for(url: str, seconds: float = 10) -> None:
 
 
 @contextmanager
-def embedded_redis(prefer_server: bool = True) -> Iterator[EmbeddedRedis]:
-    """Start a private Redis, yield where it is, and stop it on exit."""
+def embedded_redis(prefer_server: bool = True, **config: str) -> Iterator[EmbeddedRedis]:
+    """Start a private Redis, yield where it is, and stop it on exit. A redis-server runs with
+    `RECOMMENDED_SERVER_CONFIG`, and `config` (`list_compress_depth="0"`) over it."""
     binary = shutil.which("redis-server") if prefer_server else None
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
     if binary is not None:
         version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
         with tempfile.TemporaryDirectory(prefix="shardmon-redis-") as folder:
+            wanted = RECOMMENDED_SERVER_CONFIG | {k.replace("_", "-"): v for k, v in config.items()}
             args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", folder,
                     "--save", "", "--appendonly", "no", "--loglevel", "warning"]  # fmt: skip
+            args += [part for name, value in wanted.items() for part in (f"--{name}", value)]
             process = subprocess.Popen(
                 args,
                 stdout=subprocess.DEVNULL,
