@@ -72,9 +72,12 @@ def _meta(text: str) -> tuple[str, str]:
 
 
 async def status(store: Store, settings: Settings, args: argparse.Namespace) -> Any:
-    """The /uptime and /shards views."""
+    """The /uptime and /shards views; exit code 1 when the fleet needs attention."""
     fleet = await store.fleet_status(settings.limits.offline_after_s)
-    return views.status_view(fleet, settings, as_json=args.json)
+    return views.StatusReport(
+        views.status_view(fleet, settings, as_json=args.json),
+        views.attention_reasons(fleet, settings.shard_count),
+    )
 
 
 async def restarts(store: Store, settings: Settings, args: argparse.Namespace) -> Any:
@@ -349,8 +352,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    code = 0
+    if isinstance(result, views.StatusReport):  # 1 when the fleet needs attention
+        result, code = result.view, 1 if result.attention else 0
     print(json.dumps(result, indent=2, ensure_ascii=False, default=str) if args.json else result)
-    return 0
+    return code
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from shardmon.keys import KeyInfo
@@ -32,7 +32,9 @@ if TYPE_CHECKING:
     from shardmon.settings import Settings
 
 __all__ = [
+    "StatusReport",
     "alerts_view",
+    "attention_reasons",
     "keys_view",
     "performance_view",
     "prune_view",
@@ -57,6 +59,27 @@ def _ago(ts: float | None, now: float) -> str:
     return "never" if ts is None else f"{format_uptime(now - ts)} ago"
 
 
+@dataclass(frozen=True, slots=True)
+class StatusReport:
+    """`shardmon status`: what it prints, and why the fleet needs attention (none: healthy),
+    which makes its exit code 1 for cron and Nagios-style checks."""
+
+    view: Any
+    attention: list[str]
+
+
+def attention_reasons(status: FleetStatus, shard_count: int) -> list[str]:
+    """Why the fleet needs attention: shards offline, never seen or disconnected, no leader."""
+    seen = {s.shard for s in status.summary.shards}
+    never = sum(1 for shard in range(shard_count) if shard not in seen)
+    counts = {"offline": status.summary.offline, "never seen": never,
+              "disconnected": status.summary.disconnected}  # fmt: skip
+    reasons = [f"{n} shard(s) {what}" for what, n in counts.items() if n]
+    if status.leadership.node is None:
+        reasons.append("no leader")
+    return reasons
+
+
 def status_view(status: FleetStatus, settings: Settings, *, as_json: bool = False) -> Any:
     """The /uptime and /shards views in one: the fleet, the leader, and a line per shard."""
     summary, gateway, leadership, now = (
@@ -70,8 +93,10 @@ def status_view(status: FleetStatus, settings: Settings, *, as_json: bool = Fals
     limit = status.session_limit
     states = {s.shard: connection_state(s.sample, now, limits) if s.online else "-"
               for s in summary.shards}  # fmt: skip
+    attention = attention_reasons(status, shard_count)
     if as_json:
         return {
+            "healthy": not attention, "attention": attention,
             "online": summary.online, "offline": summary.offline, "up": summary.up,
             "connected": summary.connected, "disconnected": summary.disconnected,
             "guilds": summary.guilds,
@@ -91,8 +116,7 @@ def status_view(status: FleetStatus, settings: Settings, *, as_json: bool = Fals
         }  # fmt: skip
     seen = {s.shard for s in summary.shards}
     never = [s for s in range(shard_count) if s not in seen]
-    attention = summary.offline or never or summary.disconnected
-    health = "🔴 needs attention" if attention else "🟢 healthy"
+    health = f"🔴 needs attention: {', '.join(attention)}" if attention else "🟢 healthy"
     uptime = format_uptime(now - summary.oldest_start) if summary.oldest_start else "unknown"
     lease_s = leadership.lease_ms / 1000
     lines = [

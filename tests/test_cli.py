@@ -36,6 +36,14 @@ async def _write_fleet(redis_url: str, tmp_path: Path) -> None:
     await client.aclose()
 
 
+async def _lead(redis_url: str) -> None:
+    client = create_redis(redis_url)
+    try:
+        assert await Store(client, Keys("clifleet")).acquire_leadership("host:0", 60_000)
+    finally:
+        await client.aclose()
+
+
 @pytest.fixture
 def fleet(redis_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Keys:
     """Three shards in three real monitors; shard 2 crash-loops. The CLI runs its own loop,
@@ -57,7 +65,13 @@ def test_status_restarts_stats_and_performance_agree_with_redis(
     fleet: Keys, capsys: pytest.CaptureFixture[str], redis_url: str
 ) -> None:
     code, out, _ = run(capsys, "status")
-    assert code == 0 and "🟢 3 up, 🔌 0 disconnected, 🔴 0 offline (3 configured)" in out
+    assert "🟢 3 up, 🔌 0 disconnected, 🔴 0 offline (3 configured)" in out
+    assert code == 1 and "needs attention: no leader" in out  # for cron: exit code 1
+    asyncio.run(_lead(redis_url))
+    code, out, _ = run(capsys, "status", "--json")
+    assert code == 0 and json.loads(out)["healthy"] is True
+    code, out, _ = run(capsys, "status")
+    assert code == 0 and "🟢 healthy" in out
     assert "servers   60   users 300" in out
     code, out, _ = run(capsys, "restarts", "--type", "crash", "--limit", "2")
     assert code == 0 and out.count("crash") == 2 and "boom" in out

@@ -30,7 +30,9 @@ def test_status_view_names_every_shard_and_the_leader() -> None:
     settings = load_settings(shard_count=3, deployment="acme")
     text = views.status_view(_status(), settings)
     lines = text.splitlines()
-    assert lines[0] == "deployment acme: 🔴 needs attention"
+    assert lines[0] == (
+        "deployment acme: 🔴 needs attention: 1 shard(s) offline, 1 shard(s) never seen"
+    )
     assert "🟢 1 up, 🔌 0 disconnected, 🔴 1 offline, ⚪ 1 never seen (3 configured)" in lines[1]
     assert "host:1 (epoch 7, lease 12.3 s left)" in text
     rows = [line.split() for line in lines if line.strip().startswith(("0 ", "1 "))]
@@ -42,6 +44,18 @@ def test_status_view_names_every_shard_and_the_leader() -> None:
         1, 1, "host:1", 7
     )  # fmt: skip
     assert [s["identifies_24h"] for s in as_json["shards"]] == [3, 0]
+    assert as_json["healthy"] is False and len(as_json["attention"]) == 2
+
+
+def test_a_fleet_needs_attention_when_a_shard_is_down_or_no_node_leads() -> None:
+    latest = {0: sample(0, ts=NOW - 5), 1: sample(1, ts=NOW - 5)}
+    summary = summarize_fleet(latest, dict.fromkeys(latest, NOW - 5), now=NOW, offline_after_s=180)
+    healthy = FleetStatus(summary, {}, Leadership("host:1", 12_300, 7), NOW)
+    assert views.attention_reasons(healthy, 2) == []
+    leaderless = FleetStatus(summary, {}, Leadership(None, 0, 0), NOW)
+    assert views.attention_reasons(leaderless, 2) == ["no leader"]
+    assert views.attention_reasons(_status(), 3) == ["1 shard(s) offline", "1 shard(s) never seen"]
+    assert views.attention_reasons(_gateway_status(), 4) == ["2 shard(s) disconnected"]
 
 
 def _gateway_status() -> FleetStatus:
@@ -63,7 +77,7 @@ def test_status_view_shows_each_gateway_and_the_identify_budget() -> None:
     settings = load_settings(shard_count=4)
     text = views.status_view(_gateway_status(), settings)
     lines = text.splitlines()
-    assert lines[0].endswith("🔴 needs attention")
+    assert lines[0].endswith("🔴 needs attention: 2 shard(s) disconnected")
     assert "🟢 2 up, 🔌 2 disconnected, 🔴 0 offline (4 configured)" in lines[1]
     assert (
         "  identify  812 of 1,000 left, resets in 5h 3m, max_concurrency 1: a full restart of "
