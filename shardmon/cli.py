@@ -157,7 +157,7 @@ async def thresholds(store: Store, settings: Settings, args: argparse.Namespace)
 
 async def watch(store: Store, settings: Settings, args: argparse.Namespace) -> Any:
     while True:
-        view = await status(store, settings, args)
+        view = (await status(store, settings, args)).view
         if args.json:
             print(json.dumps(view, ensure_ascii=False, default=str), flush=True)
             await asyncio.sleep(args.every)

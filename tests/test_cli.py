@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import dataclasses
 import json
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from shardmon.cli import main
+from shardmon.cli import main, watch
 from shardmon.connection import create_redis
 from shardmon.keys import Keys
 from shardmon.monitor import GatewayStats, build_monitor
@@ -217,6 +218,33 @@ def test_garbage_alert_records_are_skipped_and_watch_json_works(
             client.lpush(fleet.alerts, bad)
     code, out, err = run(capsys, "alerts")
     assert code == 0 and out.strip() == "no alerts" and "Traceback" not in err
+
+
+def test_watch_shows_the_status_view_until_stopped(
+    fleet: Keys, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def frames(as_json: bool) -> str:
+        """What `watch` printed until it had shown two frames, then was stopped."""
+        client = create_redis(redis_url)
+        args = argparse.Namespace(json=as_json, every=0.01)
+        task = asyncio.create_task(watch(Store(client, fleet), load_settings(), args))
+        out = ""
+        try:
+            async with asyncio.timeout(30):  # a bound for a hang, not a measure
+                while out.count("online" if as_json else "clifleet") < 2 and not task.done():
+                    await asyncio.sleep(0.01)
+                    out += capsys.readouterr().out
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await client.aclose()
+        if not task.cancelled():  # it ended by itself: its error
+            raise AssertionError(f"watch ended: {task.exception()!r}")
+        return out
+
+    assert "deployment clifleet: 🔴 needs attention: no leader" in asyncio.run(frames(False))
+    first = asyncio.run(frames(True)).splitlines()[0]
+    assert json.loads(first)["online"] == 3
 
 
 def test_a_wrong_type_key_is_reported_as_such(
