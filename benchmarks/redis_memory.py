@@ -1,11 +1,12 @@
 """Redis memory per shard at list-compress-depth 0 (Redis's default) and 1 (shardmon's own).
 
-For each depth, in the same run, it starts a private redis-server with that depth and writes
-`--samples` samples for each of `--shards` shards through the real write script, as live shards
-write them: each sample with its own time, figures and gateway state. Then it reports, per
-shard: MEMORY USAGE of the sample list and of every key of the deployment, and INFO's
-used_memory (what the whole server holds, its own overhead included), with the ratio of depth
-0 to depth 1. Compression trades CPU for memory: the write's median time is shown beside it.
+It starts two private redis-servers side by side, one at each depth, and writes the same
+samples to both through the real write script, as live shards write them: each sample with its
+own time, figures and gateway state, `--samples` a shard plus 10% more, so that every list is
+full and being trimmed, the steady state. The writes alternate between the two servers, batch
+by batch, so that both see the same machine at the same moments. Then it reports, per shard:
+MEMORY USAGE of the sample list (SAMPLES 0: every node) and of every key of the deployment,
+INFO's used_memory, and the median time of a batch's write, with the ratio of depth 0 to 1.
 
     .venv/bin/python benchmarks/redis_memory.py [--shards 100] [--samples 1000]
 """
@@ -17,6 +18,8 @@ import asyncio
 import random
 import statistics
 import time
+
+import redis.asyncio as aioredis
 
 from shardmon.connection import create_redis
 from shardmon.demo.embedded import embedded_redis
@@ -43,36 +46,51 @@ def _sample(shard: int, ts: float, rng: random.Random) -> Sample:
                   gateway=gateway)  # fmt: skip
 
 
-async def _measure(url: str, shards: int, samples: int) -> dict[str, float]:
-    client = create_redis(url, timeout_s=60)
-    store = Store(client, KEYS, history_size=samples)
-    rng = random.Random(7)  # the same samples at every depth
-    start = time.time() - samples * 60
-    writes: list[float] = []
-    try:
-        for i in range(samples):  # one write a minute a shard, the fleet in batches of 500
-            batch = [(_sample(s, start + i * 60 + s / 1000, rng), i * shards + s + 1)
-                     for s in range(shards)]  # fmt: skip
-            for first in range(0, shards, 500):
-                began = time.perf_counter()
-                await store.push_samples(batch[first : first + 500])
-                writes.append((time.perf_counter() - began) * 1000)
-        lists = [int(await client.memory_usage(KEYS.samples(s), samples=0) or 0)
-                 for s in range(shards)]  # fmt: skip
-        total = 0
-        async for key in client.scan_iter(f"{KEYS.prefix}*", count=1000):
-            total += int(await client.memory_usage(key, samples=0) or 0)
-        used = int((await client.info("memory"))["used_memory"])
-        assert await client.llen(KEYS.samples(0)) == samples
-    finally:
-        await client.aclose()
+async def _memory(client: aioredis.Redis, shards: int, samples: int) -> dict[str, float]:
+    lists = [int(await client.memory_usage(KEYS.samples(s), samples=0) or 0)
+             for s in range(shards)]  # fmt: skip
+    total = 0
+    async for key in client.scan_iter(f"{KEYS.prefix}*", count=1000):
+        total += int(await client.memory_usage(key, samples=0) or 0)
+    used = int((await client.info("memory"))["used_memory"])
+    assert await client.llen(KEYS.samples(0)) == samples  # full, and trimmed
     return {
         "sample list / shard (KiB)": statistics.mean(lists) / 1024,
         "bytes / sample": statistics.mean(lists) / samples,
         "all keys / shard (KiB)": total / shards / 1024,
         "used_memory / shard (KiB)": used / shards / 1024,
-        "write of 500 shards, median (ms)": statistics.median(writes),
     }
+
+
+async def _side_by_side(
+    urls: dict[str, str], shards: int, samples: int
+) -> dict[str, dict[str, float]]:
+    clients = {depth: create_redis(url, timeout_s=60) for depth, url in urls.items()}
+    stores = {depth: Store(client, KEYS, history_size=samples) for depth, client in clients.items()}
+    writes: dict[str, list[float]] = {depth: [] for depth in urls}
+    rng = random.Random(7)
+    start = 1_800_000_000.0  # a fixed time: the same bytes at both depths
+    batch_size = min(500, shards)
+    try:
+        for i in range(samples + samples // 10):  # a sample a minute a shard
+            batch = [(_sample(s, start + i * 60 + s / 1000, rng), i * shards + s + 1)
+                     for s in range(shards)]  # fmt: skip
+            order = list(urls) if i % 2 == 0 else list(reversed(urls))  # neither always first
+            for first in range(0, shards, batch_size):
+                for depth in order:
+                    began = time.perf_counter()
+                    await stores[depth].push_samples(batch[first : first + batch_size])
+                    writes[depth].append((time.perf_counter() - began) * 1000)
+        results = {}
+        for depth, client in clients.items():
+            results[depth] = await _memory(client, shards, samples)
+            results[depth][f"write of {batch_size} shards, median (ms)"] = statistics.median(
+                writes[depth]
+            )
+        return results
+    finally:
+        for client in clients.values():
+            await client.aclose()
 
 
 async def main() -> None:
@@ -80,17 +98,19 @@ async def main() -> None:
     parser.add_argument("--shards", type=int, default=100, help="shards (100)")
     parser.add_argument("--samples", type=int, default=1000, help="samples per shard (1000)")
     args = parser.parse_args()
-    results: dict[str, dict[str, float]] = {}
-    kind = ""
-    for depth in ("0", "1"):
-        with embedded_redis(list_compress_depth=depth) as server:
-            kind = server.kind
-            results[depth] = await _measure(server.url, args.shards, args.samples)
-    print(f"\n{kind}; {args.shards} shards x {args.samples} samples, the same at both depths")
+    with (
+        embedded_redis(list_compress_depth="0") as zero,
+        embedded_redis(list_compress_depth="1") as one,
+    ):
+        if not zero.kind.startswith("redis-server"):
+            raise SystemExit("this benchmark needs redis-server: fakeredis has no compression")
+        results = await _side_by_side({"0": zero.url, "1": one.url}, args.shards, args.samples)
+    print(f"\n{zero.kind}; {args.shards} shards x {args.samples} samples (lists full and "
+          "trimmed), the same samples at both depths, written alternately")  # fmt: skip
     print(f"{'':<34} {'depth 0':>10} {'depth 1':>10} {'0 / 1':>8}")
     for name in results["0"]:
-        zero, one = results["0"][name], results["1"][name]
-        print(f"{name:<34} {zero:>10.1f} {one:>10.1f} {zero / one:>7.2f}x")
+        value_0, value_1 = results["0"][name], results["1"][name]
+        print(f"{name:<34} {value_0:>10.1f} {value_1:>10.1f} {value_0 / value_1:>7.2f}x")
 
 
 if __name__ == "__main__":

@@ -76,7 +76,7 @@ async def status(store: Store, settings: Settings, args: argparse.Namespace) -> 
     fleet = await store.fleet_status(settings.limits.offline_after_s)
     return views.StatusReport(
         views.status_view(fleet, settings, as_json=args.json),
-        views.attention_reasons(fleet, settings.shard_count),
+        views.attention_reasons(fleet, settings.shard_count, settings.limits),
     )
 
 

@@ -68,12 +68,19 @@ class StatusReport:
     attention: list[str]
 
 
-def attention_reasons(status: FleetStatus, shard_count: int) -> list[str]:
-    """Why the fleet needs attention: shards offline, never seen or disconnected, no leader."""
-    seen = {s.shard for s in status.summary.shards}
-    never = sum(1 for shard in range(shard_count) if shard not in seen)
-    counts = {"offline": status.summary.offline, "never seen": never,
-              "disconnected": status.summary.disconnected}  # fmt: skip
+def attention_reasons(status: FleetStatus, shard_count: int, limits: Limits) -> list[str]:
+    """Why the fleet needs attention: shards offline or never seen, shards whose gateway is
+    disconnected past the rule's threshold or a zombie (not those connecting or resuming,
+    as discord.py does after a short drop), or no leader."""
+    summary = status.summary
+    seen = {s.shard for s in summary.shards}
+    states = [connection_state(s.sample, status.now, limits) for s in summary.shards if s.online]
+    counts = {
+        "offline": summary.offline,
+        "never seen": sum(1 for shard in range(shard_count) if shard not in seen),
+        "disconnected": sum(1 for state in states if state.startswith("disconnected")),
+        "zombie": states.count("zombie"),
+    }
     reasons = [f"{n} shard(s) {what}" for what, n in counts.items() if n]
     if status.leadership.node is None:
         reasons.append("no leader")
@@ -93,7 +100,7 @@ def status_view(status: FleetStatus, settings: Settings, *, as_json: bool = Fals
     limit = status.session_limit
     states = {s.shard: connection_state(s.sample, now, limits) if s.online else "-"
               for s in summary.shards}  # fmt: skip
-    attention = attention_reasons(status, shard_count)
+    attention = attention_reasons(status, shard_count, limits)
     if as_json:
         return {
             "healthy": not attention, "attention": attention,

@@ -275,6 +275,8 @@ class _Demo:
         }
         for title, text in shown.items():
             print(f"\n== shardmon {title} ==")
+            if title == "status":  # its 🔴 is right: the fleet's processes have just stopped
+                print("(after the demo's processes stopped: nobody leads any more)")
             print(text)
         await self.client.aclose()
 
