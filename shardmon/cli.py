@@ -74,10 +74,7 @@ def _meta(text: str) -> tuple[str, str]:
 async def status(store: Store, settings: Settings, args: argparse.Namespace) -> Any:
     """The /uptime and /shards views; exit code 1 when the fleet needs attention."""
     fleet = await store.fleet_status(settings.limits.offline_after_s)
-    return views.StatusReport(
-        views.status_view(fleet, settings, as_json=args.json),
-        views.attention_reasons(fleet, settings.shard_count, settings.limits),
-    )
+    return views.status_report(fleet, settings, as_json=args.json)
 
 
 async def restarts(store: Store, settings: Settings, args: argparse.Namespace) -> Any:

@@ -318,12 +318,13 @@ RENAMED = {
 
 def load_settings(**overrides: object) -> Settings:
     """Read settings, turning a validation failure into one readable `SettingsError`."""
+    env_file = Path(str(Settings.model_config["env_file"]))
     given = {name.upper() for name in os.environ}  # as pydantic-settings: any case
-    if Path(".env").is_file():
-        given |= {name.upper() for name in dotenv_values(".env")}
+    if env_file.is_file():
+        given |= {name.upper() for name in dotenv_values(env_file)}
     renamed = [f"{old}: renamed, use {new}" for old, new in RENAMED.items() if old in given]
     if renamed:
-        raise SettingsError("invalid shardmon settings:\n  " + "\n  ".join(renamed))
+        raise _invalid(renamed)
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
@@ -336,4 +337,8 @@ def load_settings(**overrides: object) -> Settings:
                 field, message = named, rest
             name = f"SHARDMON_{field.upper()}" if field else "settings"
             lines.append(f"{name}: {message}")
-        raise SettingsError("invalid shardmon settings:\n  " + "\n  ".join(lines)) from None
+        raise _invalid(lines) from None
+
+
+def _invalid(lines: list[str]) -> SettingsError:
+    return SettingsError("invalid shardmon settings:\n  " + "\n  ".join(lines))

@@ -40,6 +40,7 @@ __all__ = [
     "prune_view",
     "restarts_view",
     "stats_view",
+    "status_report",
     "status_view",
     "thresholds_view",
 ]
@@ -68,18 +69,18 @@ class StatusReport:
     attention: list[str]
 
 
-def attention_reasons(status: FleetStatus, shard_count: int, limits: Limits) -> list[str]:
-    """Why the fleet needs attention: shards offline or never seen, shards whose gateway is
-    disconnected past the rule's threshold or a zombie (not those connecting or resuming,
-    as discord.py does after a short drop), or no leader."""
-    summary = status.summary
-    seen = {s.shard for s in summary.shards}
-    states = [connection_state(s.sample, status.now, limits) for s in summary.shards if s.online]
+def _states(status: FleetStatus, limits: Limits) -> dict[int, str]:
+    """Each reporting shard's gateway in words (`-` for an offline one)."""
+    return {s.shard: connection_state(s.sample, status.now, limits) if s.online else "-"
+            for s in status.summary.shards}  # fmt: skip
+
+
+def _attention(status: FleetStatus, states: Mapping[int, str], never_seen: int) -> list[str]:
     counts = {
-        "offline": summary.offline,
-        "never seen": sum(1 for shard in range(shard_count) if shard not in seen),
-        "disconnected": sum(1 for state in states if state.startswith("disconnected")),
-        "zombie": states.count("zombie"),
+        "offline": status.summary.offline,
+        "never seen": never_seen,
+        "disconnected": sum(1 for state in states.values() if state.startswith("disconnected")),
+        "zombie": sum(1 for state in states.values() if state == "zombie"),
     }
     reasons = [f"{n} shard(s) {what}" for what, n in counts.items() if n]
     if status.leadership.node is None:
@@ -87,8 +88,28 @@ def attention_reasons(status: FleetStatus, shard_count: int, limits: Limits) -> 
     return reasons
 
 
+def _never_seen(status: FleetStatus, shard_count: int) -> list[int]:
+    seen = {s.shard for s in status.summary.shards}
+    return [shard for shard in range(shard_count) if shard not in seen]
+
+
+def attention_reasons(status: FleetStatus, shard_count: int, limits: Limits) -> list[str]:
+    """Why the fleet needs attention: shards offline or never seen, shards whose gateway is
+    disconnected past the rule's threshold or a zombie (not those connecting or resuming,
+    as discord.py does after a short drop), or no leader."""
+    return _attention(status, _states(status, limits), len(_never_seen(status, shard_count)))
+
+
 def status_view(status: FleetStatus, settings: Settings, *, as_json: bool = False) -> Any:
     """The /uptime and /shards views in one: the fleet, the leader, and a line per shard."""
+    return status_report(status, settings, as_json=as_json).view
+
+
+def status_report(
+    status: FleetStatus, settings: Settings, *, as_json: bool = False
+) -> StatusReport:
+    """The status view and the reasons the fleet needs attention, each shard's state
+    worked out once for both."""
     summary, gateway, leadership, now = (
         status.summary,
         status.gateway,
@@ -98,11 +119,11 @@ def status_view(status: FleetStatus, settings: Settings, *, as_json: bool = Fals
     limits, warn, shard_count = settings.limits, settings.warn_level, settings.shard_count
     memory_critical, cpu_critical = limits.threshold(MemoryRule()), limits.threshold(CpuRule())
     limit = status.session_limit
-    states = {s.shard: connection_state(s.sample, now, limits) if s.online else "-"
-              for s in summary.shards}  # fmt: skip
-    attention = attention_reasons(status, shard_count, limits)
+    states = _states(status, limits)
+    never = _never_seen(status, shard_count)
+    attention = _attention(status, states, len(never))
     if as_json:
-        return {
+        return StatusReport({
             "healthy": not attention, "attention": attention,
             "online": summary.online, "offline": summary.offline, "up": summary.up,
             "connected": summary.connected, "disconnected": summary.disconnected,
@@ -120,9 +141,7 @@ def status_view(status: FleetStatus, settings: Settings, *, as_json: bool = Fals
                  "resumes_24h": gateway[s.shard].resumes}
                 for s in summary.shards
             ],
-        }  # fmt: skip
-    seen = {s.shard for s in summary.shards}
-    never = [s for s in range(shard_count) if s not in seen]
+        }, attention)  # fmt: skip
     health = f"🔴 needs attention: {', '.join(attention)}" if attention else "🟢 healthy"
     uptime = format_uptime(now - summary.oldest_start) if summary.oldest_start else "unknown"
     lease_s = leadership.lease_ms / 1000
@@ -153,7 +172,7 @@ def status_view(status: FleetStatus, settings: Settings, *, as_json: bool = Fals
             format_uptime(now - sample.started_at) if sample and sample.started_at else "-",
             _ago(s.last_seen, now), counts.identifies, counts.resumes,
         ])  # fmt: skip
-    return "\n".join(lines) + table(_SHARD_HEADERS, rows)
+    return StatusReport("\n".join(lines) + table(_SHARD_HEADERS, rows), attention)
 
 
 def restarts_view(events: Sequence[RestartEvent], *, as_json: bool = False) -> Any:

@@ -80,10 +80,19 @@ def _refused(result: Any) -> bool:
     )
 
 
-def _acknowledge_refusals(env: Any, count: int) -> None:
-    """discord.py passes a refusal to the tree's error handler too, after the cog's handler
-    answered it; SimCord records those, and they must be exactly the refusals."""
-    assert [type(error) for error in env.errors] == [NotAnOperator] * count
+async def _refused_by_every_command(env: Any, member: Any, channel: Any) -> None:
+    """Each infrastructure command refuses `member`, privately. discord.py passes a refusal to
+    the tree's error handler too, after the cog's handler answered it; SimCord records those,
+    and they must be exactly the refusals."""
+    for name in sorted(INFRASTRUCTURE):
+        assert _refused(await member.slash(channel, name)), name
+    assert [type(error) for error in env.errors] == [NotAnOperator] * len(INFRASTRUCTURE)
+
+
+def _member(env: Any, guild: Any, name: str, permissions: discord.Permissions) -> Any:
+    """A new member of `guild` whose one role (named after them) grants `permissions`."""
+    role = guild.create_role(name, permissions=permissions)
+    return guild.add_member(env.create_user(name), roles=[role])
 
 
 def _private(result: Any) -> bool:
@@ -127,10 +136,7 @@ async def test_with_an_operator_guild_the_infrastructure_commands_exist_there_on
             )
         assert _registered(env, stranger_guild.id) == {}
 
-        admin = stranger_guild.add_member(
-            env.create_user("admin"),
-            roles=[stranger_guild.create_role("admin", permissions=discord.Permissions.all())],
-        )
+        admin = _member(env, stranger_guild, "admin", discord.Permissions.all())
         channel = stranger_guild.create_text_channel("general")
         assert admin.available_commands(channel) == ("shard",)
         answer = await admin.slash(channel, "shard")
@@ -147,13 +153,8 @@ async def test_with_an_operator_guild_the_infrastructure_commands_exist_there_on
         # one with Manage Server (a support server's moderator) sees them and is refused.
         member = ops.add_member(env.create_user("member"))
         assert member.available_commands(desk) == ("shard",)
-        moderator = ops.add_member(
-            env.create_user("moderator"),
-            roles=[ops.create_role("mods", permissions=discord.Permissions(manage_guild=True))],
-        )
-        for name in sorted(INFRASTRUCTURE):
-            assert _refused(await moderator.slash(desk, name)), name
-        _acknowledge_refusals(env, len(INFRASTRUCTURE))
+        moderator = _member(env, ops, "moderator", discord.Permissions(manage_guild=True))
+        await _refused_by_every_command(env, moderator, desk)
 
     await _in_simcord(scenario)
 
@@ -177,24 +178,17 @@ async def test_without_operator_guilds_every_stranger_is_refused_by_every_comman
                 == discord.Permissions(administrator=True).value
             )
         channel = guild.create_text_channel("general")
-        manager = guild.add_member(
-            env.create_user("manager"),
-            roles=[guild.create_role("mods", permissions=discord.Permissions(manage_guild=True))],
-        )
+        manager = _member(env, guild, "manager", discord.Permissions(manage_guild=True))
         assert manager.available_commands(channel) == ("shard",)
-        admin = guild.add_member(
-            env.create_user("admin"),
-            roles=[guild.create_role("admins", permissions=discord.Permissions.all())],
-        )
-        for name in sorted(INFRASTRUCTURE):  # an administrator sees them, and is refused
-            assert _refused(await admin.slash(channel, name)), name
-        _acknowledge_refusals(env, len(INFRASTRUCTURE))
+        admin = _member(env, guild, "admin", discord.Permissions.all())
+        # An administrator sees them, and is refused.
+        await _refused_by_every_command(env, admin, channel)
         answer = await manager.slash(channel, "shard")
         [embed] = _embeds(answer)
         assert answer.ephemeral and "Shard 0" in _text(embed)
         # The application's owner, in that same server, is answered and shown the error, in a
         # reply that only the owner sees.
-        owner_member = guild.add_member(owner, roles=[guild.roles["admins"]])
+        owner_member = guild.add_member(owner, roles=[guild.roles["admin"]])
         restarts = await owner_member.slash(channel, "restarts")
         [embed] = _embeds(restarts)
         assert "password authentication failed" in _text(embed) and _private(restarts)
@@ -221,9 +215,7 @@ async def test_a_role_check_answers_the_role_and_refuses_the_rest(
         [embed] = _embeds(await on_call.slash(desk, "restarts"))
         assert "password authentication failed" in _text(embed)  # an operator guild
         member = ops.add_member(env.create_user("member"))
-        for name in sorted(INFRASTRUCTURE):
-            assert _refused(await member.slash(desk, name)), name
-        _acknowledge_refusals(env, len(INFRASTRUCTURE))
+        await _refused_by_every_command(env, member, desk)
 
     await _in_simcord(scenario)
 
@@ -242,19 +234,14 @@ async def test_a_manage_guild_check_outside_operator_guilds_hides_crash_errors(
         assert all(c["default_member_permissions"] is None
                    for c in _registered(env, None).values())  # fmt: skip
         channel = guild.create_text_channel("general")
-        manager = guild.add_member(
-            env.create_user("manager"),
-            roles=[guild.create_role("mods", permissions=discord.Permissions(manage_guild=True))],
-        )
+        manager = _member(env, guild, "manager", discord.Permissions(manage_guild=True))
         restarts = await manager.slash(channel, "restarts")
         [embed] = _embeds(restarts)
         assert "💥 **crash**" in (embed.description or "") and _private(restarts)
         assert "password" not in _text(embed) and "internal" not in _text(embed)
         assert embed.footer.text == "Crash errors are shown in the operators' servers only"
         member = guild.add_member(env.create_user("member"))
-        for name in sorted(INFRASTRUCTURE):
-            assert _refused(await member.slash(channel, name)), name
-        _acknowledge_refusals(env, len(INFRASTRUCTURE))
+        await _refused_by_every_command(env, member, channel)
 
     await _in_simcord(scenario)
 

@@ -99,8 +99,8 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
         self._gateway: dict[int, GatewayStats] = {}
         config = settings.monitor_config()
         sinks = settings.alert_sinks()
-        if settings.alert_channel_id is not None or settings.alert_guilds():
-            guild_ids = settings.alert_guilds()
+        guild_ids = settings.alert_guilds()
+        if settings.alert_channel_id is not None or guild_ids:
             sinks.append(
                 ChannelSink(
                     bot, settings.alert_channel_id, lambda: self.store.alert_channel(guild_ids)
