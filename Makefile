@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test lint redis-server promtool bench clean
+.PHONY: demo test lint redis-server promtool faketime bench clean
 
 $(STAMP): pyproject.toml
 	@python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
@@ -36,6 +36,13 @@ promtool:
 	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install \
 	    -y -qq --no-install-recommends prometheus >/dev/null; }
 
+# The clock tests run node processes under libfaketime, from Debian's faketime package.
+faketime:
+	@command -v faketime >/dev/null 2>&1 || { \
+	  echo "faketime not found: installing Debian's package"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq faketime >/dev/null; }
+
 demo: $(STAMP)
 	$(VENV)/bin/shardmon demo
 
@@ -45,7 +52,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 	MYPYPATH=benchmarks $(VENV)/bin/mypy benchmarks
 
-test: $(STAMP) redis-server promtool lint
+test: $(STAMP) redis-server promtool faketime lint
 	$(VENV)/bin/pytest
 
 # Every benchmark script, each against a private redis-server it starts itself.

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
@@ -143,7 +142,7 @@ class Alerter:
             body=text.body,
             epoch=epoch,
             node=self.node,
-            ts=time.time(),
+            ts=self.store.clock.now(),
         )
 
     async def _deliver(

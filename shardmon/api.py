@@ -19,6 +19,7 @@ from functools import cache
 from types import TracebackType
 from typing import Any
 
+from shardmon.clock import FleetClock
 from shardmon.connection import create_redis, create_sync_redis
 from shardmon.failures import REDIS_FAILURES, classify
 from shardmon.journal import Journal
@@ -147,23 +148,33 @@ def _persist(settings: Settings, event: RestartEvent) -> tuple[bool, bool]:
 
 
 def _journal_then_redis(settings: Settings, event: RestartEvent) -> tuple[bool, bool]:
-    line = event.to_json()
+    """Stamp the event with Redis's time where Redis answers (else it keeps this host's),
+    journal it, then record it."""
     journaled = in_redis = False
+    client, failure = None, None
+    try:  # a Cluster client connects as it is made: inside the try
+        client = create_sync_redis(settings.redis_target())
+        clock = FleetClock()
+        clock.measure_sync(client.time)
+        event = event.with_fleet_time(clock.now())
+    except REDIS_FAILURES as exc:
+        failure = classify(exc)
     try:
-        Journal(settings.journal_path).append(line)
+        Journal(settings.journal_path).append(event.to_json())
         journaled = True
     except (OSError, ValueError) as exc:
         log.error("restart event %s not journaled (%s): %s", event.id, settings.journal_path, exc)
-    client = None
-    try:  # a Cluster client connects as it is made: inside the try
-        client = create_sync_redis(settings.redis_target())
-        record_restart_sync(client, Keys(settings.deployment), event)
-        in_redis = True
+    try:
+        if client is not None and failure is None:
+            record_restart_sync(client, Keys(settings.deployment), event)
+            in_redis = True
     except REDIS_FAILURES as exc:
-        log.warning("restart event %s kept in the journal (%s)", event.id, classify(exc))
+        failure = classify(exc)
     finally:
         if client is not None:
             client.close()
+    if failure is not None:
+        log.warning("restart event %s kept in the journal (%s)", event.id, failure)
     return journaled, in_redis
 
 

@@ -154,6 +154,7 @@ async def thresholds(store: Store, settings: Settings, args: argparse.Namespace)
 
 async def watch(store: Store, settings: Settings, args: argparse.Namespace) -> Any:
     while True:
+        await sync_clock(store)
         view = (await status(store, settings, args)).view
         if args.json:
             print(json.dumps(view, ensure_ascii=False, default=str), flush=True)
@@ -171,7 +172,7 @@ async def watch(store: Store, settings: Settings, args: argparse.Namespace) -> A
 
 async def prune(store: Store, settings: Settings, args: argparse.Namespace) -> Any:
     """Restart history retention: Redis, and this host's journal into a gzip archive."""
-    pruned = await store.prune_restarts(time.time() - args.older_than)
+    pruned = await store.prune_restarts(store.clock.now() - args.older_than)
     journal = Journal(settings.journal_path)
     archive = journal.path.with_name(f"{journal.path.name}.{time.strftime('%Y%m%d-%H%M%S')}.gz")
 
@@ -304,12 +305,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+async def sync_clock(store: Store) -> None:
+    """Measure the clock against Redis's when due; where Redis refuses TIME (an ACL), say so
+    and go on with this host's clock. An outage propagates: the command could not read anyway."""
+    try:
+        await store.sync_clock()
+    except REDIS_CLIENT_ERRORS as exc:
+        failure = classify(exc)
+        if failure.outage:
+            raise
+        logging.getLogger("shardmon").warning(
+            "Redis refused TIME (%s): times are this host's, not the fleet's", failure
+        )
+
+
 async def _run_read(command: str, settings: Settings, args: argparse.Namespace) -> Any:
     client = create_redis(settings.redis_target(), timeout_s=3)
     try:
-        return await READ_COMMANDS[command](
-            Store(client, Keys(settings.deployment)), settings, args
-        )
+        store = Store(client, Keys(settings.deployment))
+        await sync_clock(store)
+        return await READ_COMMANDS[command](store, settings, args)
     finally:
         await client.aclose()
 

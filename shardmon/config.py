@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shardmon.clock import CLOCK_SKEW_WARN_S
 from shardmon.models import RestartEvent, RestartType, new_event
 from shardmon.rules import Limits
 
@@ -44,6 +45,7 @@ class MonitorConfig:
     leader_lease_s: float = 15
     alert_dedupe_s: int = 300
     health_port: int | None = None
+    clock_skew_warn_s: float = CLOCK_SKEW_WARN_S
 
     @property
     def limits(self) -> Limits:

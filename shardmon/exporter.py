@@ -15,10 +15,12 @@ from collections.abc import Callable, Iterable
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from shardmon.clock import FleetClock
 from shardmon.failures import REDIS_FAILURES, classify
 from shardmon.keys import Keys
 from shardmon.models import GatewayState, Sample, SessionStartLimit
 from shardmon.rules import Limits
+from shardmon.stats import clock_skews
 from shardmon.store import Store
 
 __all__ = ["make_app", "render_metrics"]
@@ -106,7 +108,8 @@ def _up(online: bool, sample: Sample | None) -> bool:
 
 async def render_metrics(store: Store, limits: Limits, shard_count: int) -> str:
     """The fleet's metrics now, in the text exposition format."""
-    now = time.time()
+    now = store.clock.now()
+    started = time.monotonic()
     summary = await store.fleet_summary(limits.offline_after_s, now=now)
     storms = await store.restart_storms(limits, shard_count, now=now)
     leadership = await store.leader()
@@ -128,6 +131,11 @@ async def render_metrics(store: Store, limits: Limits, shard_count: int) -> str:
     for suffix, kind, help, read in _PER_GATEWAY:
         values = [({"shard": str(shard)}, read(g, age)) for shard, g, age in gateways]
         m.family(f"shardmon_shard_{suffix}", kind, help, values)
+    m.family(
+        "shardmon_clock_skew_seconds", "gauge",
+        "The node's host clock minus Redis's, at its newest sample (fleet time is Redis's).",
+        [({"node": node}, skew) for node, skew in clock_skews(sampled).items()],
+    )  # fmt: skip
     limit = await store.session_limit()
     for suffix, help, of_limit in _SESSION_START:
         values = [] if limit is None else [({}, of_limit(limit, now))]
@@ -155,7 +163,7 @@ async def render_metrics(store: Store, limits: Limits, shard_count: int) -> str:
         [({"key": key}, float(n)) for key, n in sorted(store.skipped.items())],
     )  # fmt: skip
     m.family("shardmon_scrape_duration_seconds", "gauge", "Time this scrape took.",
-             [({}, time.time() - now)])  # fmt: skip
+             [({}, time.monotonic() - started)])  # fmt: skip
     return m.text()
 
 
@@ -163,10 +171,13 @@ def make_app(
     client: aioredis.Redis, keys: Keys, limits: Limits, shard_count: int
 ) -> web.Application:
     """An aiohttp app serving `/metrics`; a Redis outage answers 503 with the reason."""
+    clock = FleetClock()  # measured again when due, not at every scrape
 
     async def metrics(request: web.Request) -> web.Response:
         store = Store(client, keys)  # a store per scrape: its skipped counts are this scrape's
+        store.clock = clock
         try:
+            await store.sync_clock()
             text = await render_metrics(store, limits, shard_count)
         except REDIS_FAILURES as exc:
             failure = classify(exc)

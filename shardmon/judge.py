@@ -155,7 +155,7 @@ class FleetJudge:
         try:
             async with asyncio.timeout(SESSION_LIMIT_TIMEOUT_S):
                 payload = await self.session_limits()
-            limit = SessionStartLimit.from_discord(payload, read_at=time.time())
+            limit = SessionStartLimit.from_discord(payload, read_at=self.store.clock.now())
         except MalformedData as exc:
             log.warning("session start limit skipped: %s", exc)
             return

@@ -68,6 +68,11 @@ class _Strict(BaseModel):
 Percent = Annotated[float, msgspec.Meta(ge=0, le=100)]
 Amount = Annotated[float, msgspec.Meta(ge=0, le=1e15)]  # a finite figure: no inf, no nan
 Count = Annotated[int, msgspec.Meta(ge=0)]
+Skew = Annotated[float, msgspec.Meta(ge=-1e9, le=1e9)]  # seconds either way, finite
+
+#: A restart event carries its fleet time (`fleet_ts`) only when it differs from its host's own
+#: timestamp by this much: below it, the host's time is the fleet's to the second.
+FLEET_TS_MIN_SKEW_S = 1.0
 
 
 class _Record(msgspec.Struct, frozen=True, kw_only=True):
@@ -102,10 +107,10 @@ class GatewayState(_Record, frozen=True, kw_only=True, omit_defaults=True):
     """A shard's gateway connection as its process sees it, from discord.py's own events.
 
     Durations (`since_s`, `dispatch_age_s`) are measured on the process's monotonic clock, so
-    that judging them does not depend on any host's wall clock; the `last_*` times are the
-    host's epoch seconds, for people. Counts of the last hour are a sliding window. A field at
-    its default (a time never seen, a count of 0) is left out of the JSON: the leader reads
-    every shard's each tick, so bytes count.
+    that judging them does not depend on any host's wall clock; the `last_*` times are epoch
+    seconds for people (fleet time where the cog tracks them, see `FleetClock`). Counts of
+    the last hour are a sliding window. A field at its default (a time never seen, a count
+    of 0) is left out of the JSON: the leader reads every shard's each tick, so bytes count.
     """
 
     connected: bool
@@ -135,6 +140,7 @@ class Sample(ProcessMetrics, frozen=True, kw_only=True):
     node: str = ""
     started_at: Amount | None = None  # when its process started: uptime without another read
     gateway: GatewayState | None = None
+    clock_skew_s: Skew | None = None  # its host's wall clock minus Redis's; None: not measured
 
 
 class SessionStartLimit(_Strict):
@@ -200,6 +206,9 @@ class RestartEvent(_Strict):
     environment: str
     version: str
     metadata: dict[str, Any]
+    #: The fleet's (Redis's) time of the event, where the host's clock was off by a second or
+    #: more; `timestamp` stays the host's own, for people.
+    fleet_ts: float | None = Field(default=None, ge=0)
 
     @field_validator("timestamp")
     @classmethod
@@ -218,12 +227,23 @@ class RestartEvent(_Strict):
 
     @property
     def ts(self) -> float:
-        """Event time as Unix epoch seconds: the score in the restart sets."""
+        """Event time in fleet epoch seconds: the score in the restart sets."""
+        if self.fleet_ts is not None:
+            return self.fleet_ts
         return datetime.fromisoformat(self.timestamp).timestamp()
+
+    def with_fleet_time(self, fleet_now: float) -> RestartEvent:
+        """The event with its fleet time (Redis's, see `FleetClock`), kept where it differs
+        from the host's `timestamp` by `FLEET_TS_MIN_SKEW_S` or more."""
+        host = datetime.fromisoformat(self.timestamp).timestamp()
+        if abs(fleet_now - host) < FLEET_TS_MIN_SKEW_S:
+            return self.model_copy(update={"fleet_ts": None})
+        return self.model_copy(update={"fleet_ts": round(fleet_now, 6)})
 
     def to_json(self) -> str:
         """The one serialisation, used both in the journal and as the Redis member."""
-        return json.dumps(self.model_dump(mode="json"), ensure_ascii=False)
+        unset = {"fleet_ts"} if self.fleet_ts is None else None
+        return json.dumps(self.model_dump(mode="json", exclude=unset), ensure_ascii=False)
 
 
 def _truncate_head(text: str, limit: int) -> str:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from shardmon.models import SessionStartLimit
 
 __all__ = [
+    "clock_line",
     "defuse_mentions",
     "format_uptime",
     "session_limit_line",
@@ -128,3 +129,22 @@ def session_limit_line(limit: SessionStartLimit | None, shard_count: int, now: f
         f"shard{'s' if shard_count != 1 else ''} takes {restart}"
         + (" (synthetic: the demo's, not Discord's)" if limit.synthetic else "")
     )
+
+
+#: Nodes named in a clock line; the rest are counted.
+CLOCK_LINE_NODES = 5
+
+
+def clock_line(skews: Mapping[str, float], warn_s: float) -> str:
+    """The hosts' clocks against Redis's in one line: the nodes off by more than `warn_s`,
+    worst first, or that all are within it."""
+    if not skews:
+        return "not measured yet (monitors measure their host's clock against Redis's)"
+    off = sorted((node for node in skews if abs(skews[node]) > warn_s),
+                 key=lambda node: -abs(skews[node]))  # fmt: skip
+    worst = max(abs(skew) for skew in skews.values())
+    if not off:
+        return f"{len(skews)} node(s) within {warn_s:g} s of Redis's (worst {worst:.3f} s)"
+    named = ", ".join(f"{node} {skews[node]:+.1f} s" for node in off[:CLOCK_LINE_NODES])
+    more = f" and {len(off) - CLOCK_LINE_NODES} more" if len(off) > CLOCK_LINE_NODES else ""
+    return f"⚠️ {len(off)} of {len(skews)} node(s) off by over {warn_s:g} s: {named}{more}"

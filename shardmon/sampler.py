@@ -79,6 +79,8 @@ class Sampler:
         self.journal = Journal(config.journal_path)
         self.collector = collector or Collector(disk_path=config.journal_path.parent)
         self.gateway: GatewayProvider = gateway or (lambda shard: GatewayStats())
+        self._started_monotonic = time.monotonic()
+        #: When this process started, in fleet time once the clock is measured (`start`).
         self.started_at = time.time()
         #: The last `history_size` readings of this process, oldest first.
         self.metrics_history: deque[ProcessMetrics] = deque(maxlen=config.history_size)
@@ -99,8 +101,10 @@ class Sampler:
         self._written_shards: set[int] = set()
 
     async def start(self) -> None:
-        """Go on from the last applied sequence number, replay the journal, write what is
-        pending and register the shards. Never raises for a Redis outage."""
+        """Measure the clock against Redis's, go on from the last applied sequence number,
+        replay the journal, write what is pending and register the shards. Never raises for a
+        Redis outage."""
+        await self.refresh_clock()
         try:  # sequence numbers go on from the last applied, whatever this host's clock says
             self._last_seq = max(
                 self._last_seq, await self.store.applied_seq(self.config.shard_ids)
@@ -130,13 +134,47 @@ class Sampler:
         if self.pending:
             log.warning("stopped with %d sample(s) not written to Redis", len(self.pending))
 
+    # -- the clock ----------------------------------------------------------------------
+
+    async def refresh_clock(self) -> None:
+        """Measure this host's offset from Redis's clock when due (see `FleetClock`), and say
+        when it is over `clock_skew_warn_s`. Without Redis the last measurement goes on."""
+        clock = self.store.clock
+        first = not clock.measured
+        try:
+            reading = await self.store.sync_clock()
+        except REDIS_FAILURES as exc:
+            failure = classify(exc)
+            if not failure.outage:  # an outage is the writes' to report
+                self._refused("TIME, the clock keeps its last measurement", failure)
+            return
+        if reading is None:  # not due
+            return
+        if first:
+            self.started_at = clock.now() - (time.monotonic() - self._started_monotonic)
+        skew, limit = reading.skew_s, self.config.clock_skew_warn_s
+        if abs(skew) > limit:
+            log.warning(
+                "the clock of host %s is %.1f s %s Redis's (more than %s s): shardmon uses "
+                "Redis's time for what it compares across hosts; fix the host's time sync (NTP)",
+                self.config.node.rpartition(":")[0] or self.config.node,
+                abs(skew),
+                "ahead of" if skew > 0 else "behind",
+                limit,
+            )
+
     # -- sampling -------------------------------------------------------------------------
 
     async def sample_once(self) -> list[Sample]:
         """Take one reading, make a sample per shard, and write them (or buffer them)."""
+        await self.refresh_clock()
         metrics = await self.collector.collect_async()
         self.last_tick = time.monotonic()
         self.metrics_history.append(metrics)
+        clock = self.store.clock
+        fleet = {"ts": clock.now()}
+        if clock.skew_s is not None:
+            fleet["clock_skew_s"] = round(clock.skew_s, 3)
         samples = []
         for shard in self.config.shard_ids:
             stats = self.gateway(shard)
@@ -145,7 +183,7 @@ class Sampler:
                 latency = None  # discord.py says inf before the first heartbeat is acknowledged
             samples.append(
                 Sample.checked(
-                    **metrics.to_dict(),
+                    **(metrics.to_dict() | fleet),
                     shard=shard,
                     latency_ms=latency,
                     guilds=stats.guilds,
@@ -163,7 +201,9 @@ class Sampler:
     def _enqueue(self, sample: Sample) -> None:
         # Sequence numbers are microseconds, strictly increasing: unique across restarts of the
         # process, and exact in Lua's doubles (below 2**53).
-        self._last_seq = max(self._last_seq + 1, time.time_ns() // 1000)
+        # Fleet time: a shard whose process moves to a host that is behind goes on with higher
+        # numbers, instead of having its samples ignored as already applied.
+        self._last_seq = max(self._last_seq + 1, int(self.store.clock.now() * 1e6))
         if len(self.pending) >= self.config.sample_buffer_size:
             self.pending.popleft()
             self.dropped_samples += 1
@@ -280,6 +320,8 @@ class Sampler:
     ) -> RestartEvent:
         """Journal the event, then write it to Redis; an outage leaves it for the replay."""
         event = self.config.event(restart_type, metadata, version=version)
+        if self.store.clock.measured:
+            event = event.with_fleet_time(self.store.clock.now())
         try:
             await asyncio.to_thread(self.journal.append, event.to_json())
         except OSError as exc:  # a full disk or unwritable folder: Redis is the only copy now
@@ -305,7 +347,7 @@ class Sampler:
         """This process now: uptime, memory, CPU, disk, servers and users of its shards."""
         metrics = await self.collector.collect_async()
         gateway = [self.gateway(shard) for shard in self.config.shard_ids]
-        uptime = time.time() - self.started_at
+        uptime = time.monotonic() - self._started_monotonic
         return {
             "uptime_seconds": uptime,
             "uptime_formatted": format_uptime(uptime),

@@ -26,15 +26,18 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from redis.connection import parse_url
 
+from shardmon.clock import CLOCK_SKEW_WARN_S
 from shardmon.config import MonitorConfig
 from shardmon.connection import RedisTarget
 from shardmon.keys import DEPLOYMENT_PATTERN, DEPLOYMENT_RULE
 from shardmon.rules import DEFAULT_RULES, Limit, Limits, rule_limits
 from shardmon.sinks import LogSink, Sink
 
-__all__ = ["DEFAULT_REDIS_URL", "Settings", "SettingsError", "load_settings"]
+__all__ = ["DEFAULT_REDIS_URL", "DISCORD_API_URL", "Settings", "SettingsError", "load_settings"]
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+#: Discord's REST API, where `shardmon doctor` reads the token's session start limit.
+DISCORD_API_URL = "https://discord.com/api/v10"
 T = TypeVar("T")
 Percent = Annotated[float, Field(gt=0, le=100)]
 
@@ -106,6 +109,14 @@ class _Settings(BaseSettings):
     alert_channel_names: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["dev-logs", "admin-logs", "system-logs", "bot-logs"]
     )
+    clock_skew_warn_s: float = Field(
+        default=CLOCK_SKEW_WARN_S, gt=0, le=86400,
+        description="a host clock off Redis's by more than this many seconds is logged and shown",
+    )  # fmt: skip
+    discord_api_url: str = Field(
+        default=DISCORD_API_URL, pattern=r"^https?://\S+$",
+        description="Discord's REST API (or a proxy of it), for the session start limit",
+    )  # fmt: skip
 
     @field_validator("deployment")
     @classmethod
@@ -246,6 +257,7 @@ class _Settings(BaseSettings):
             leader_lease_s=self.leader_lease_s,
             alert_dedupe_s=self.alert_dedupe_s,
             health_port=self.health_port,
+            clock_skew_warn_s=self.clock_skew_warn_s,
         )
 
 

@@ -16,6 +16,7 @@ __all__ = [
     "RestartStats",
     "ShardStatus",
     "Spread",
+    "clock_skews",
     "fleet_fields",
     "merge_rollups",
     "parse_fleet_fields",
@@ -318,3 +319,15 @@ def summarize_fleet(
         gateway_known=len(gateways),
         connected=sum(g.connected for g in gateways),
     )
+
+
+def clock_skews(samples: Iterable[Sample]) -> dict[str, float]:
+    """Node -> its host's clock minus Redis's, from the node's newest sample that measured it."""
+    newest: dict[str, Sample] = {}
+    for sample in samples:
+        if sample.clock_skew_s is None:
+            continue
+        seen = newest.get(sample.node)
+        if seen is None or sample.ts > seen.ts:
+            newest[sample.node] = sample
+    return {node: float(sample.clock_skew_s or 0.0) for node, sample in sorted(newest.items())}

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from shardmon.keys import KeyInfo
 from shardmon.models import RestartEvent
-from shardmon.render import format_uptime, session_limit_line, status_emoji, table
+from shardmon.render import clock_line, format_uptime, session_limit_line, status_emoji, table
 from shardmon.rules import (
     DEFAULT_RULES,
     CpuRule,
@@ -25,7 +25,7 @@ from shardmon.rules import (
     connection_state,
     shard_badge,
 )
-from shardmon.stats import Performance, RestartStats, Spread
+from shardmon.stats import Performance, RestartStats, Spread, clock_skews
 from shardmon.store import FleetStatus, PruneResult
 
 if TYPE_CHECKING:
@@ -122,6 +122,7 @@ def status_report(
     states = _states(status, limits)
     never = _never_seen(status, shard_count)
     attention = _attention(status, states, len(never))
+    skews = clock_skews(s.sample for s in summary.shards if s.sample is not None)
     if as_json:
         return StatusReport({
             "healthy": not attention, "attention": attention,
@@ -133,6 +134,7 @@ def status_report(
             "cpu": summary.cpu and asdict(summary.cpu),
             "disk": summary.disk and asdict(summary.disk),
             "session_start_limit": limit and limit.model_dump(),
+            "clock_skew_s": skews,
             "shards": [
                 {"shard": s.shard, "online": s.online, "gateway": states[s.shard],
                  "last_seen": s.last_seen,
@@ -159,6 +161,7 @@ def status_report(
         f"  leader    {leadership.node or 'none'} "
         f"(epoch {leadership.epoch}, lease {lease_s:.1f} s left)",
         f"  identify  {session_limit_line(limit, shard_count, now)}",
+        f"  clocks    {clock_line(skews, settings.clock_skew_warn_s)}",
         "",
     ]
     rows = []

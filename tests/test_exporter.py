@@ -89,6 +89,10 @@ async def test_metrics_of_the_fleet_pass_promtool(
     assert 'shardmon_restart_storm_restarts{shard="1"} 4.0' in text
     assert 'shardmon_leader_info{node="h:1"} 1.0' in text and "shardmon_leader_epoch 4.0" in text
     assert 'shardmon_alerts_total{rule="memory",kind="alert"} 2.0' in text
+    # Each node's clock against Redis's (the same host here: within a second).
+    skews = re.findall(r'shardmon_clock_skew_seconds\{node="(h:\d)"\} (\S+)', text)
+    assert [node for node, _ in skews] == ["h:0", "h:1"]
+    assert all(abs(float(skew)) < 1 for _, skew in skews)
     assert re.search(r'shardmon_malformed_values\{key="[^"]+alert_counts"\} 1.0', text)
     # A prune does not lower the restart counter; garbage is counted once a scrape.
     await Store(client, keys).prune_restarts(time.time() + 60)

@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import threading
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from helpers import sample
 
 from shardmon.alerts import Alerter
+from shardmon.clock import FleetClock
 from shardmon.gateway import COUNT_WINDOW_S, GatewayTracker
 from shardmon.judge import FleetJudge
 from shardmon.models import GatewayState, MalformedData, Sample, SessionStartLimit, parse_sample
@@ -289,6 +291,7 @@ def test_a_session_start_limit_reply_that_is_not_one_is_refused(reply: object) -
 def test_the_alerter_records_a_fleet_wide_alert_without_shards() -> None:
     alerter = Alerter.__new__(Alerter)
     alerter.node = "n:1"
+    alerter.store = SimpleNamespace(clock=FleetClock())
     from shardmon.rules import AlertText, Finding
 
     alert = alerter._new_alert("alert", "gateway_outage", [Finding("gateway_outage", None, 6, 5)],

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -106,7 +105,6 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
                     bot, settings.alert_channel_id, lambda: self.store.alert_channel(guild_ids)
                 )
             )
-        self.watch = GatewayWatch(bot, config.shard_ids)
         self.monitor = build_monitor(
             config,
             self.client,
@@ -116,6 +114,7 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
         )
         self.limits = config.limits
         self.store = self.monitor.store
+        self.watch = GatewayWatch(bot, config.shard_ids, wall=self.store.clock.now)
         self.access = OperatorAccess(bot, settings)
         for command in self.infrastructure_commands():
             self.access.scope(command)
@@ -363,7 +362,7 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
             summary = await self.store.fleet_totals(self.limits.offline_after_s)
             return uptime_embed(
                 summary,
-                now=time.time(),
+                now=self.store.clock.now(),
                 warn=self.settings.warn_level,
                 critical=self.limits.threshold(MemoryRule()),
                 shard_count=self.settings.shard_count,
@@ -462,7 +461,14 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
             await self._failed(interaction, classify(exc))
             return
         embed = public_shard_embed(
-            guild_id, shard, count, sample, seen, fleet, limits=self.limits, now=time.time()
+            guild_id,
+            shard,
+            count,
+            sample,
+            seen,
+            fleet,
+            limits=self.limits,
+            now=self.store.clock.now(),
         )
         await interaction.followup.send(embed=embed, ephemeral=True)
 
@@ -496,6 +502,7 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
                 shard_count=self.settings.shard_count,
                 session_limit=status.session_limit,
                 now=status.now,
+                clock_skew_warn_s=self.settings.clock_skew_warn_s,
             )
 
         await self._answer(interaction, build)

@@ -10,8 +10,10 @@ from datetime import UTC, datetime
 
 import discord
 
+from shardmon.clock import CLOCK_SKEW_WARN_S
 from shardmon.models import RestartEvent, Sample, SessionStartLimit
 from shardmon.render import (
+    clock_line,
     defuse_mentions,
     format_uptime,
     session_limit_line,
@@ -19,7 +21,14 @@ from shardmon.render import (
     status_emoji,
 )
 from shardmon.rules import Limits, StormReport, connection_state, shard_badge
-from shardmon.stats import FleetSummary, Performance, RestartStats, ShardStatus, Spread
+from shardmon.stats import (
+    FleetSummary,
+    Performance,
+    RestartStats,
+    ShardStatus,
+    Spread,
+    clock_skews,
+)
 from shardmon.store import GatewayCounts
 
 __all__ = [
@@ -229,9 +238,11 @@ def shards_pages(
     shard_count: int,
     session_limit: SessionStartLimit | None = None,
     now: float | None = None,
+    clock_skew_warn_s: float = CLOCK_SKEW_WARN_S,
 ) -> list[discord.Embed]:
     """One embed a page of SHARDS_PER_PAGE shards, each with its gateway state (where not
-    simply connected) and IDENTIFY/RESUME counts of 24 h, and the IDENTIFY budget."""
+    simply connected) and IDENTIFY/RESUME counts of 24 h, and the IDENTIFY budget; the first
+    page also says how far the hosts' clocks are from Redis's."""
     now = time.time() if now is None else now
     budget = f"IDENTIFY budget: {session_limit_line(session_limit, shard_count, now)}"
     statuses = summary.shards
@@ -252,6 +263,9 @@ def shards_pages(
             description=_clip("\n".join(lines) or "No shard has reported yet.", DESCRIPTION_LIMIT),
             colour=RED if summary.offline or summary.disconnected else GREEN,
         )
+        if page == 0:
+            skews = clock_skews(s.sample for s in statuses if s.sample is not None)
+            embed.add_field(name="Clocks", value=_clip(clock_line(skews, clock_skew_warn_s), 1024))
         embed.set_footer(text=_clip(f"{budget} · Page {page + 1}/{pages}", 2048))
         embeds.append(embed)
     return embeds

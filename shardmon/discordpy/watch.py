@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import discord
 
@@ -56,11 +56,17 @@ class GatewayWatch:
     Args:
         bot: the bot (sharded or not).
         shard_ids: the shards this process runs.
+        wall: epoch seconds for the `last_*` times (the fleet's clock; the host's by default).
     """
 
-    def __init__(self, bot: discord.Client, shard_ids: Iterable[int]) -> None:
+    def __init__(
+        self,
+        bot: discord.Client,
+        shard_ids: Iterable[int],
+        wall: Callable[[], float] = time.time,
+    ) -> None:
         self.bot = bot
-        self.tracker = GatewayTracker(shard_ids)
+        self.tracker = GatewayTracker(shard_ids, wall=wall)
         shards = self.tracker.shards
         self.warnings = HeartbeatWarnings(self.tracker, shards[0] if shards else 0)
         self._sequences: dict[int, int] = {}

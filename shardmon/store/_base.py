@@ -14,6 +14,7 @@ from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 
+from shardmon.clock import ClockReading, FleetClock
 from shardmon.keys import Keys
 from shardmon.models import MalformedData, Sample, parse_sample
 
@@ -104,6 +105,15 @@ class StoreBase:
         self.scripts = {name: client.register_script(lua(name)) for name in SCRIPTS}
         #: key -> how many malformed values reads have skipped there, since this store began
         self.skipped: Counter[str] = Counter()
+        #: Redis's time: every "now" of the store, and what its writers stamp, is fleet time.
+        self.clock = FleetClock()
+
+    async def sync_clock(self) -> ClockReading | None:
+        """Measure this host's offset from Redis's clock when due (`FleetClock.due`); None when
+        not due. A Redis failure propagates, and the clock keeps its last measurement."""
+        if not self.clock.due:
+            return None
+        return await self.clock.measure(self.client.time)
 
     def _parsed(
         self, raw: Iterable[str | bytes], parse: Callable[[str | bytes], T], key: str

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, cast
@@ -111,7 +110,7 @@ class FleetStore(SampleStore, RestartStore, AlertStore):
         the window's restarts and the day's IDENTIFYs inside Redis, returning only the shards
         at or above a threshold. What grows with the shard count is parsed in a worker thread
         meanwhile: the bot's event loop only moves the bytes."""
-        now = time.time() if now is None else now
+        now = self.clock.now() if now is None else now
         keys = self.keys
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.hvals(keys.latest)
@@ -202,7 +201,7 @@ class FleetStore(SampleStore, RestartStore, AlertStore):
 
     async def fleet_summary(self, offline_after_s: float, now: float | None = None) -> FleetSummary:
         """Every shard's status and the fleet's sums and spreads (one round trip)."""
-        now = time.time() if now is None else now
+        now = self.clock.now() if now is None else now
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.hgetall(self.keys.latest)
             pipe.zrange(self.keys.heartbeats, 0, -1, withscores=True)
@@ -222,7 +221,7 @@ class FleetStore(SampleStore, RestartStore, AlertStore):
     async def fleet_status(self, offline_after_s: float, now: float | None = None) -> FleetStatus:
         """Every shard, its gateway counts of 24 h and the leadership (two round trips: the
         leadership comes with the shards)."""
-        now = time.time() if now is None else now
+        now = self.clock.now() if now is None else now
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.hgetall(self.keys.latest)
             pipe.zrange(self.keys.heartbeats, 0, -1, withscores=True)
@@ -238,7 +237,7 @@ class FleetStore(SampleStore, RestartStore, AlertStore):
         """The fleet's sums and spreads without its shard list: the `fleet` hash the leader
         writes each tick (one small key, whatever the shard count). Where no leader has
         written it within `offline_after_s`, or it does not parse, read every shard instead."""
-        now = time.time() if now is None else now
+        now = self.clock.now() if now is None else now
         raw = await self.client.hgetall(self.keys.fleet)
         if raw:
             try:
@@ -273,13 +272,13 @@ class FleetStore(SampleStore, RestartStore, AlertStore):
     ) -> Performance:
         """The fleet over the last `window_s` from the minute rollups: one HGETALL a minute,
         whatever the number of shards."""
-        now = time.time() if now is None else now
+        now = self.clock.now() if now is None else now
         minutes = range(minute_of(now - window_s) + 60, minute_of(now) + 60, 60)
         return await self._rollups([self.keys.rollup_minute(minute) for minute in minutes])
 
     async def fleet_performance_hours(self, hours: int, now: float | None = None) -> Performance:
         """The fleet over the last `hours` hours from the hourly rollups (24 keys a day)."""
-        now = time.time() if now is None else now
+        now = self.clock.now() if now is None else now
         current = int(now // 3600 * 3600)
         span = range(current - (hours - 1) * 3600, current + 3600, 3600)
         return await self._rollups([self.keys.rollup_hour(hour) for hour in span])

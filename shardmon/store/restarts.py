@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -132,7 +131,7 @@ class RestartStore(StoreBase):
     async def restart_stats(self, now: float | None = None) -> RestartStats:
         """Totals by type, per day and month, and the counts of the last hour and 24 hours:
         one round trip of bounded size, whatever the number of events (`restart_types`)."""
-        now = time.time() if now is None else now
+        now = self.clock.now() if now is None else now
         keys = self.keys
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.hgetall(keys.restart_types)
@@ -201,7 +200,7 @@ class RestartStore(StoreBase):
         the storm rule's judgement of each shard's restarts in the window (every shard that
         restarted, whatever `shard_count` says: a shard crash-looping before its first sample
         too)."""
-        now = time.time() if now is None else now
+        now = self.clock.now() if now is None else now
         since = now - limits.restart_window_s
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.hgetall(self.keys.thresholds)

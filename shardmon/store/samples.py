@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -148,7 +147,7 @@ class SampleStore(StoreBase):
 
     async def record_gateway_event(self, shard: int, kind: str, now: float | None = None) -> None:
         """Count one IDENTIFY (`identify`) or RESUME (`resume`) of a shard; kept 7 days."""
-        now = time.time() if now is None else now
+        now = self.clock.now() if now is None else now
         identify = kind == "identify"
         key = self.keys.gateway_identify(shard) if identify else self.keys.gateway_resume(shard)
         member = f"{now:.6f}:{uuid.uuid4().hex[:8]}"
@@ -167,7 +166,7 @@ class SampleStore(StoreBase):
     ) -> dict[int, GatewayCounts]:
         """Shard -> its IDENTIFYs and RESUMEs within the window: two ZCOUNTs a shard,
         pipelined (for views that show a page of shards)."""
-        now = time.time() if now is None else now
+        now = self.clock.now() if now is None else now
         shards = list(shards)
         async with self.client.pipeline(transaction=False) as pipe:
             for shard in shards:
@@ -185,7 +184,7 @@ class SampleStore(StoreBase):
         """Shard -> IDENTIFYs within the window, for shards with any: one read of the fleet's
         `identifies`, whatever the shard count (members naming no shard are skipped and
         counted)."""
-        now = time.time() if now is None else now
+        now = self.clock.now() if now is None else now
         members = await self.client.zrangebyscore(self.keys.identifies, now - window_s, "+inf")
         return self._by_shard(cast("list[str]", members), self.keys.identifies)
 
