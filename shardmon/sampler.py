@@ -318,7 +318,9 @@ class Sampler:
         *,
         version: str | None = None,
     ) -> RestartEvent:
-        """Journal the event, then write it to Redis; an outage leaves it for the replay."""
+        """Journal the event, in fleet time where Redis's clock could be measured, then write it
+        to Redis; an outage leaves it for the replay."""
+        await self.refresh_clock()  # a startup is logged before the monitor starts
         event = self.config.event(restart_type, metadata, version=version)
         if self.store.clock.measured:
             event = event.with_fleet_time(self.store.clock.now())
