@@ -218,6 +218,46 @@ async def serve_exporter(settings: Settings, host: str, port: int) -> None:
         await client.aclose()
 
 
+def doctor(args: argparse.Namespace) -> int:
+    """Check settings, journal, Redis and (with a bot token) Discord; exit with the worst level."""
+    from shardmon.doctor import Finding, Level, check_journal, exit_code, report
+
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        findings = [Finding(Level.FAIL, "settings", str(exc), "correct the setting named")]
+    else:
+        summary = (f"valid: deployment {settings.deployment}, {settings.shard_count:,} shard(s), "
+                   f"{settings.history_size:,} samples kept a shard")  # fmt: skip
+        findings = [
+            Finding(Level.OK, "settings", summary),
+            check_journal(settings.journal_path),
+            *asyncio.run(_doctor(settings)),
+        ]
+    result = report(findings, as_json=args.json)
+    print(json.dumps(result, indent=2, ensure_ascii=False) if args.json else result)
+    return exit_code(findings)
+
+
+async def _doctor(settings: Settings) -> list[Any]:
+    from shardmon.doctor import Finding, Level, check_discord, check_redis, gateway_bot_reader
+
+    client = create_redis(settings.redis_target(), timeout_s=3)
+    try:
+        findings: list[Finding] = await check_redis(
+            client, Keys(settings.deployment), shard_count=settings.shard_count,
+            history_size=settings.history_size, clock_skew_warn_s=settings.clock_skew_warn_s,
+        )  # fmt: skip
+    finally:
+        await client.aclose()
+    if settings.bot_token is None:
+        skipped = ("not checked: no SHARDMON_BOT_TOKEN (with it: the token's session start "
+                   "limit, and the shard count against Discord's advice)")  # fmt: skip
+        return [*findings, Finding(Level.OK, "discord", skipped)]
+    read = gateway_bot_reader(settings.discord_api_url, settings.bot_token)
+    return [*findings, *await check_discord(read, settings.shard_count, time.time())]
+
+
 def log_restart(settings: Settings, args: argparse.Namespace) -> int:
     """For deploy scripts: journal the event, write it to Redis, and say which happened."""
     from shardmon.api import persist_restart
@@ -281,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--older-than", type=_duration, required=True, help="e.g. 90d, 12h")
     w = add("watch", "the status view, refreshed until Ctrl-C")
     w.add_argument("--every", type=_duration, default=2.0, help="seconds between refreshes (2)")
+    add("doctor", "check Redis, this host and Discord before going live: exit 0 ok, 1, 2")
     lr = commands.add_parser(
         "log-restart",
         help="record a restart (for deploy scripts)",
@@ -332,6 +373,8 @@ async def _run_read(command: str, settings: Settings, args: argparse.Namespace) 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "doctor":  # invalid settings are one of its findings
+        return doctor(args)
     try:
         settings = load_settings()
         if args.command == "demo":

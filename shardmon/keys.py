@@ -78,6 +78,7 @@ LAYOUT: dict[str, tuple[str, str]] = {
     "restart_counts": ("hash", "<shard>:<type> -> restarts ever, by type (addition)"),
     "restart_types": ("hash", "<type> -> events in restarts, and malformed (addition)"),
     "alert_channels": ("hash", "guild id -> its first dev-logs, admin-logs, ... channel"),
+    "doctor": ("string", "scratch key of shardmon doctor's permission probe, 60 s (addition)"),
 }
 
 #: What a `<part>` of a family name becomes in its SCAN pattern (minutes: digits, so that
@@ -140,6 +141,7 @@ class Keys:
     restart_counts: str = field(init=False, repr=False)
     restart_types: str = field(init=False, repr=False)
     alert_channels: str = field(init=False, repr=False)
+    doctor: str = field(init=False, repr=False)
     _templates: dict[str, tuple[str, str]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from shardmon.alerts import Alerter
 from shardmon.collector import Collector
 from shardmon.config import MonitorConfig, default_node
+from shardmon.doctor import log_failures
 from shardmon.judge import FleetJudge, SessionLimitSource
 from shardmon.keys import Keys
 from shardmon.leader import LeaderElection, LeaseTiming
@@ -74,6 +75,7 @@ class SystemMonitor:
         self.health = health
         self._sampling = TaskSet()
         self._leading = TaskSet()
+        self._checking = TaskSet()  # shardmon doctor's Redis checks, once at start
         self._stopping = Stopping()
         self._started = False
         self._campaigning = False
@@ -114,6 +116,13 @@ class SystemMonitor:
             self.health.started = time.monotonic()
             await self.health.start()
         self._stopping = Stopping()  # one per run: ends every loop of this monitor
+        config = self.config
+        self._checking.spawn(
+            log_failures(self.store.client, self.store.keys, shard_count=config.shard_count,
+                         history_size=config.history_size,
+                         clock_skew_warn_s=config.clock_skew_warn_s),
+            name="shardmon-doctor",
+        )  # fmt: skip
         if sample:
             self._sampling.spawn(self.sampler.run(self._stopping), name="shardmon-sampling")
         if self.config.leader_eligible:
@@ -142,6 +151,7 @@ class SystemMonitor:
             await self.alerter.close()
             await self.election.release()
         await self._sampling.cancel()
+        await self._checking.cancel()
         await self.sampler.flush()
 
 
