@@ -53,6 +53,7 @@ class FleetClock:
 
     def __init__(self) -> None:
         self.reading: ClockReading | None = None
+        self._retry_at = 0.0  # monotonic: after a refusal of TIME, when to ask again
 
     @property
     def measured(self) -> bool:
@@ -66,8 +67,14 @@ class FleetClock:
     @property
     def due(self) -> bool:
         """Whether a measurement is due (never measured, or `CLOCK_REFRESH_S` old)."""
-        reading = self.reading
-        return reading is None or time.monotonic() - reading.monotonic_s >= CLOCK_REFRESH_S
+        now, reading = time.monotonic(), self.reading
+        if now < self._retry_at:
+            return False
+        return reading is None or now - reading.monotonic_s >= CLOCK_REFRESH_S
+
+    def refused(self) -> None:
+        """Redis refused TIME (an ACL): keep what there is, ask again in `CLOCK_REFRESH_S`."""
+        self._retry_at = time.monotonic() + CLOCK_REFRESH_S
 
     def now(self) -> float:
         """Fleet time in epoch seconds."""

@@ -376,7 +376,15 @@ async def _memory(
 
 
 async def _clock(client: aioredis.Redis, warn_s: float) -> Finding:
-    reading = await FleetClock().measure(client.time)
+    reading = await _try(FleetClock().measure(client.time))
+    if isinstance(reading, Exception):
+        return Finding(
+            Level.FAIL,
+            "clock",
+            f"Redis refused TIME ({reading}): every monitor falls back to its host's clock, and "
+            "hosts whose clocks disagree see each other offline, or never offline",
+            "ACL SETUSER <user> +time",
+        )
     skew = reading.skew_s
     way = "ahead of" if skew > 0 else "behind"
     round_trip = f"round trip {reading.round_trip_s * 1000:.1f} ms"

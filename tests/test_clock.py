@@ -3,7 +3,9 @@ whose clocks are wrong (libfaketime), and what the fleet makes of them."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import os
 import shutil
 import signal
@@ -17,12 +19,15 @@ from pathlib import Path
 import pytest
 import redis
 from helpers import event, wait_for
+from redis_server import RedisServer
 
 from shardmon.cli import main
 from shardmon.clock import FleetClock
+from shardmon.connection import RedisTarget, create_redis
 from shardmon.demo.fleet import die_with_parent
 from shardmon.keys import Keys
 from shardmon.models import FLEET_TS_MIN_SKEW_S, parse_event
+from shardmon.monitor import MonitorConfig, build_monitor
 
 INTERVAL_S = 0.5
 #: The hosts: node name -> (its shard, its clock's offset for libfaketime).
@@ -210,3 +215,28 @@ def _storm_counts(client: redis.Redis, keys: Keys, since: float) -> dict[str, in
         shard = str(member).partition(":")[0]
         counts[shard] = counts.get(shard, 0) + 1
     return counts
+
+
+async def test_a_user_denied_time_samples_on_its_host_clock_and_says_so_once(
+    redis_server: RedisServer, config: MonitorConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    with redis.Redis(port=redis_server.port) as admin:
+        admin.acl_setuser("notime", enabled=True, passwords=["+pw"], keys=["shardmon:*"],
+                          commands=["+@all", "-time"])  # fmt: skip
+    client = create_redis(RedisTarget(url=f"redis://notime:pw@127.0.0.1:{redis_server.port}/0"))
+    monitor = build_monitor(dataclasses.replace(config, leader_eligible=False), client)
+    try:
+        with caplog.at_level(logging.ERROR, logger="shardmon.sampler"):
+            for _ in range(5):
+                await monitor.sample_once()
+        said = [r.getMessage() for r in caplog.records if "refused TIME" in r.getMessage()]
+        assert len(said) == 1 and "ACL +time" in said[0]
+        assert not monitor.store.clock.measured
+        assert monitor.sampler.redis_available and not monitor.sampler.pending
+        latest = await monitor.store.latest_samples()
+        assert set(latest) == set(config.shard_ids)
+        assert all(s.clock_skew_s is None for s in latest.values())
+    finally:
+        await client.aclose()
+        with redis.Redis(port=redis_server.port) as admin:
+            admin.acl_deluser("notime")

@@ -232,19 +232,18 @@ def test_a_user_denied_a_command_shardmon_sends_fails_naming_it(
 ) -> None:
     with redis.Redis(port=server.port) as admin:
         admin.acl_setuser("monitor", enabled=True, passwords=["+pw"], keys=["shardmon:*"],
-                          commands=["+@all", "-lpos", "-multi"])  # fmt: skip
+                          commands=["+@all", "-lpos", "-multi", "-time"])  # fmt: skip
     url = f"redis://monitor:pw@127.0.0.1:{server.port}/0"
     code, findings, _ = doctor(server, monkeypatch, capsys, url=url)
     assert code == 2
     permissions = findings["permissions"]
     assert permissions["level"] == "fail"
-    assert (
-        permissions["text"]
-        == "this user may not run LPOS, WATCH, MULTI, EXEC on shardmon:{default}:*"
-    )
-    assert (
-        permissions["fix"] == "ACL SETUSER <user> +lpos +watch +multi +exec ~shardmon:{default}:*"
-    )
+    scope = "shardmon:{default}:*"
+    assert permissions["text"] == f"this user may not run LPOS, TIME, WATCH, MULTI, EXEC on {scope}"
+    assert permissions["fix"] == f"ACL SETUSER <user> +lpos +time +watch +multi +exec ~{scope}"
+    # Without TIME, the monitors fall back to their hosts' clocks: a failure of its own.
+    assert level(findings, "clock") == "fail"
+    assert findings["clock"]["fix"] == "ACL SETUSER <user> +time"
     with redis.Redis(port=server.port) as admin:
         assert admin.keys("shardmon:*") == []  # the scratch key is gone
 

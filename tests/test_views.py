@@ -177,3 +177,32 @@ def test_restarts_alerts_performance_and_prune_views() -> None:
     pruned = PruneResult(before=time.time() - 86400, fleet_removed=4, shard_removed=5)
     assert "4 removed from Redis (5 from shard sets)" in views.prune_view(pruned, 0, 2, "a.gz")
     assert views.prune_view(pruned, 3, 2, "a.gz", as_json=True)["archive"] == "a.gz"
+
+
+def _skewed_status() -> FleetStatus:
+    """Seven nodes: one right, one 3 ms off, five off by more than 2 s (one sample without a
+    measured clock, from an older monitor, is left out)."""
+    skews = {"ok:1": 0.0, "near:2": 0.003, "a:3": 3600.0, "b:4": -600.0, "c:5": 2.5,
+             "d:6": -30.0, "e:7": 90.0, "f:8": -4.0}  # fmt: skip
+    latest = {shard: sample(shard, ts=NOW - 1, node=node, clock_skew_s=skew)
+              for shard, (node, skew) in enumerate(skews.items())}  # fmt: skip
+    latest[8] = sample(8, ts=NOW - 1, node="old:9")
+    summary = summarize_fleet(latest, dict.fromkeys(latest, NOW - 1), now=NOW, offline_after_s=180)
+    return FleetStatus(summary, {s: GatewayCounts() for s in latest}, Leadership("ok:1", 1, 1), NOW)
+
+
+def test_the_clocks_of_the_nodes_are_shown_worst_first_for_operators() -> None:
+    settings = load_settings(shard_count=9)
+    text = views.status_view(_skewed_status(), settings)
+    [line] = [line for line in text.splitlines() if line.startswith("  clocks")]
+    assert line == (
+        "  clocks    ⚠️ 6 of 8 node(s) off by over 2 s: a:3 +3600.0 s, b:4 -600.0 s, "
+        "e:7 +90.0 s, d:6 -30.0 s, f:8 -4.0 s and 1 more"
+    )
+    as_json = views.status_view(_skewed_status(), settings, as_json=True)
+    assert as_json["clock_skew_s"]["a:3"] == 3600.0 and "old:9" not in as_json["clock_skew_s"]
+    [page] = shards_pages(_skewed_status().summary, {}, limits=Limits(), shard_count=9, now=NOW)
+    [field] = page.fields
+    assert field.name == "Clocks" and field.value == line.removeprefix("  clocks    ")
+    calm = views.status_view(_status(), settings)
+    assert "  clocks    not measured yet" in calm

@@ -15,6 +15,7 @@ from typing import Any, TypeVar, cast
 import redis.asyncio as aioredis
 
 from shardmon.clock import ClockReading, FleetClock
+from shardmon.failures import REDIS_FAILURES, classify
 from shardmon.keys import Keys
 from shardmon.models import MalformedData, Sample, parse_sample
 
@@ -110,10 +111,16 @@ class StoreBase:
 
     async def sync_clock(self) -> ClockReading | None:
         """Measure this host's offset from Redis's clock when due (`FleetClock.due`); None when
-        not due. A Redis failure propagates, and the clock keeps its last measurement."""
+        not due. A Redis failure propagates, and the clock keeps its last measurement (after a
+        refusal, it is not due again for `CLOCK_REFRESH_S`)."""
         if not self.clock.due:
             return None
-        return await self.clock.measure(self.client.time)
+        try:
+            return await self.clock.measure(self.client.time)
+        except REDIS_FAILURES as exc:
+            if not classify(exc).outage:  # asked again when due, not at every call
+                self.clock.refused()
+            raise
 
     def _parsed(
         self, raw: Iterable[str | bytes], parse: Callable[[str | bytes], T], key: str
