@@ -363,7 +363,9 @@ async def _memory(
         f"{plan}, {_mib(stored)} of it stored now: {_mib(growth)} to come, "
         f"{_mib(free)} free under {of}"
     )
-    fix = "raise maxmemory, lower SHARDMON_HISTORY_SIZE, or set list-compress-depth 1"
+    fix = "raise maxmemory or lower SHARDMON_HISTORY_SIZE" + (
+        ", or set list-compress-depth 1" if depth == 0 else ""
+    )
     if growth > free:
         findings.append(Finding(Level.FAIL, "memory", text + ": the history will not fit", fix))
     elif growth * MEMORY_MARGIN > free:
@@ -476,7 +478,8 @@ async def check_redis(
 
 
 def check_journal(path: Path) -> Finding:
-    """Whether this host's restart journal can be appended to (nothing is written)."""
+    """Whether this host's restart journal can be appended to: its folder and an empty file
+    are created, as a monitor would; nothing is written to it."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a", encoding="utf-8"):

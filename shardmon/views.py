@@ -179,16 +179,26 @@ def status_report(
 
 
 def restarts_view(events: Sequence[RestartEvent], *, as_json: bool = False) -> Any:
-    """The newest restarts, newest first, with the first 50 characters of a crash's error."""
+    """The newest restarts, newest first, with the first 50 characters of a crash's error; the
+    time is the fleet's (Redis's), the one events are ordered and counted by, marked * where
+    the host's own clock said otherwise (its `timestamp`, in --json)."""
     if as_json:
         return [e.model_dump(mode="json") for e in events]
+
+    def when(e: RestartEvent) -> str:
+        marked = "*" if e.fleet_ts is not None else ""
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e.ts)) + marked
+
     rows = [
-        [e.timestamp[:19].replace("T", " "), e.type.value, ",".join(map(str, e.shards)),
+        [when(e), e.type.value, ",".join(map(str, e.shards)),
          e.version, e.node, str(e.metadata.get("error", ""))[:50]]
         for e in events
     ]  # fmt: skip
     headers = ["time (UTC)", "type", "shards", "version", "node", "error"]
-    return table(headers, rows) or "no restarts"
+    note = ""
+    if any(e.fleet_ts is not None for e in events):
+        note = "\n* the host's clock was off by a second or more: its own time is in --json"
+    return (table(headers, rows) + note) or "no restarts"
 
 
 def stats_view(stats: RestartStats, storms: StormReport, *, as_json: bool = False) -> Any:

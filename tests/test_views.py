@@ -206,3 +206,13 @@ def test_the_clocks_of_the_nodes_are_shown_worst_first_for_operators() -> None:
     assert field.name == "Clocks" and field.value == line.removeprefix("  clocks    ")
     calm = views.status_view(_status(), settings)
     assert "  clocks    not measured yet" in calm
+
+
+def test_restarts_are_listed_in_fleet_time_with_the_skewed_hosts_marked() -> None:
+    right = event("crash", at=NOW - 60)
+    skewed = event("deployment", at=NOW + 3600).with_fleet_time(NOW)
+    lines = views.restarts_view([skewed, right]).splitlines()
+    assert lines[2].startswith("2027-01-15 08:00:00*  deployment")
+    assert lines[3].startswith("2027-01-15 07:59:00   crash")
+    assert lines[-1].startswith("* the host's clock was off")
+    assert views.restarts_view([right]).splitlines()[-1].startswith("2027-01-15 07:59:00")
