@@ -14,8 +14,10 @@ a shard. Then, in the same run, it times:
 - the restart storm counts every leader tick and every storm view needs: one ZCOUNT of
   `restarts:<shard>` a shard in one script call, beside what the leader did before (read every
   event of the window and parse it), on the quiet fleet and during a crash loop (10% of the
-  shards crashing 5 times in the hour, each event with an 8 KB traceback);
-- Redis memory: MEMORY USAGE of one full shard list, and of every key of the deployment per shard.
+  shards crashing 5 times in the hour, each event with an 8 KB traceback).
+
+Redis memory per shard is `redis_memory.py`'s: this fleet's lists repeat one sample, which
+compresses far better than a live shard's.
 
 Medians and maxima in ms (30 runs: a p99 would be the maximum anyway); ratios against the
 smallest fleet and against the baseline.
@@ -164,15 +166,6 @@ async def _storm_rows(
     return rows
 
 
-async def _memory(client: aioredis.Redis, shards: int) -> tuple[int, float]:
-    """(bytes of one full shard list, bytes of all the deployment's keys per shard)."""
-    one = int(await client.memory_usage(KEYS.samples(0), samples=0) or 0)
-    total = 0
-    async for key in client.scan_iter(f"{KEYS.prefix}*", count=1000):
-        total += int(await client.memory_usage(key, samples=0) or 0)
-    return one, total / shards
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shards", default="10,100,1000,5000", help="fleet sizes")
@@ -182,7 +175,6 @@ async def main() -> None:
     logging.basicConfig(level=logging.ERROR)  # the leader's alerts go to the log: keep it quiet
     sizes = [int(s) for s in args.shards.split(",")]
     rows: list[tuple[int, str, float, float]] = []
-    memory: dict[int, tuple[int, float]] = {}
     with embedded_redis() as server:
         client = create_redis(server.url, timeout_s=300)
         store = Store(client, KEYS, history_size=args.samples)
@@ -220,18 +212,11 @@ async def main() -> None:
             rows += await _storm_rows(client, store, shards, args.runs, "crash loop")
             summary = await store.fleet_totals(180)
             assert summary.online == shards, f"{summary.online} of {shards} shards online"
-            memory[shards] = await _memory(client, shards)
         await client.aclose()
-    _report(server.kind, sizes, rows, memory, args.samples)
+    _report(server.kind, sizes, rows)
 
 
-def _report(
-    kind: str,
-    sizes: list[int],
-    rows: list[tuple[int, str, float, float]],
-    memory: dict[int, tuple[int, float]],
-    samples: int,
-) -> None:
+def _report(kind: str, sizes: list[int], rows: list[tuple[int, str, float, float]]) -> None:
     smallest = sizes[0]
     print(f"\n{kind}; ms; x{smallest}: ratio to the median at {smallest} shards; "
           f"naive/this: the baseline's median over this one's, same fleet")  # fmt: skip
@@ -251,10 +236,6 @@ def _report(
         if name.endswith("parse events"):
             zcount = storms[(shards, name.replace("parse events", "ZCOUNT script"))]
             print(f"{shards:>6}  {name.removesuffix(': parse events'):<20} {median / zcount:.2f}x")
-    print(f"\nRedis memory at full history ({samples} samples a shard), MEMORY USAGE:")
-    print(f"{'shards':>6} {'one shard list':>15} {'all keys / shard':>17}")
-    for shards, (one, per_shard) in memory.items():
-        print(f"{shards:>6} {one / 1024:>12.0f} KiB {per_shard / 1024:>13.0f} KiB")
 
 
 if __name__ == "__main__":

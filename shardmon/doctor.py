@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 MIN_REDIS_VERSION = (6, 0, 6)
 #: Bytes a sample takes in Redis at `list-compress-depth` 0 and 1, measured by
 #: benchmarks/redis_memory.py (1,000 distinct samples a shard): used where the fleet has none.
-BYTES_PER_SAMPLE = {0: 359, 1: 144}
+BYTES_PER_SAMPLE = {0: 375, 1: 145}
 #: Sample lists whose size is measured (MEMORY USAGE) to find the fleet's bytes per sample.
 MEASURED_LISTS = 5
 #: Below this much free memory for every shard's full history, as a multiple of what it needs,
@@ -363,9 +363,8 @@ async def _memory(
         f"{plan}, {_mib(stored)} of it stored now: {_mib(growth)} to come, "
         f"{_mib(free)} free under {of}"
     )
-    fix = "raise maxmemory or lower SHARDMON_HISTORY_SIZE" + (
-        ", or set list-compress-depth 1" if depth == 0 else ""
-    )
+    compress = ", set list-compress-depth 1" if depth == 0 else ""
+    fix = f"raise maxmemory{compress} or lower SHARDMON_HISTORY_SIZE"
     if growth > free:
         findings.append(Finding(Level.FAIL, "memory", text + ": the history will not fit", fix))
     elif growth * MEMORY_MARGIN > free:

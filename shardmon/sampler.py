@@ -138,8 +138,11 @@ class Sampler:
 
     async def refresh_clock(self) -> None:
         """Measure this host's offset from Redis's clock when due (see `FleetClock`), and say
-        when it is over `clock_skew_warn_s`. Without Redis the last measurement goes on."""
+        when it is over `clock_skew_warn_s`. During an outage the last measurement goes on,
+        and nothing waits on a Redis that is known to be down."""
         clock = self.store.clock
+        if not self.redis_available:
+            return
         first = not clock.measured
         try:
             reading = await self.store.sync_clock()
