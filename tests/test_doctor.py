@@ -206,14 +206,19 @@ def test_a_history_that_will_not_fit_fails_at_the_measured_bytes_per_sample(
     assert findings["memory"]["level"] == ("warn" if growth * 2 > free else "ok")
 
 
+def acl_user(server: RedisServer, *commands: str) -> str:
+    """A user of the server allowed `commands` on shardmon's keys: its URL."""
+    with redis.Redis(port=server.port) as admin:
+        admin.acl_setuser("monitor", enabled=True, passwords=["+pw"], keys=["shardmon:*"],
+                          commands=list(commands))  # fmt: skip
+    return f"redis://monitor:pw@127.0.0.1:{server.port}/0"
+
+
 @server_args(*RECOMMENDED, "--appendonly", "yes")
 def test_a_user_without_config_or_info_is_told_what_could_not_be_checked(
     server: RedisServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with redis.Redis(port=server.port) as admin:
-        admin.acl_setuser("monitor", enabled=True, passwords=["+pw"], keys=["shardmon:*"],
-                          commands=["+@all", "-@admin", "-@dangerous"])  # fmt: skip
-    url = f"redis://monitor:pw@127.0.0.1:{server.port}/0"
+    url = acl_user(server, "+@all", "-@admin", "-@dangerous")
     code, findings, text = doctor(server, monkeypatch, capsys, url=url)
     assert code == 1, text
     for topic in ("persistence", "eviction", "list-compress-depth"):
@@ -230,10 +235,7 @@ def test_a_user_without_config_or_info_is_told_what_could_not_be_checked(
 def test_a_user_denied_a_command_shardmon_sends_fails_naming_it(
     server: RedisServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with redis.Redis(port=server.port) as admin:
-        admin.acl_setuser("monitor", enabled=True, passwords=["+pw"], keys=["shardmon:*"],
-                          commands=["+@all", "-lpos", "-multi", "-time"])  # fmt: skip
-    url = f"redis://monitor:pw@127.0.0.1:{server.port}/0"
+    url = acl_user(server, "+@all", "-lpos", "-multi", "-time")
     code, findings, _ = doctor(server, monkeypatch, capsys, url=url)
     assert code == 2
     permissions = findings["permissions"]
