@@ -15,9 +15,12 @@ import sys
 import threading
 import traceback
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from functools import cache
 from types import TracebackType
 from typing import Any
+
+import redis
 
 from shardmon.clock import FleetClock
 from shardmon.connection import create_redis, create_sync_redis
@@ -47,6 +50,8 @@ _monitor: SystemMonitor | None = None
 _monitor_lock = threading.Lock()
 _startup_claimed = False
 _crash_hook_installed = False
+#: Redis's clock for the helpers of a process without a monitor (a deploy script's).
+_process_clock = FleetClock()
 
 
 @cache
@@ -148,34 +153,46 @@ def _persist(settings: Settings, event: RestartEvent) -> tuple[bool, bool]:
 
 
 def _journal_then_redis(settings: Settings, event: RestartEvent) -> tuple[bool, bool]:
-    """Stamp the event with Redis's time where Redis answers (else it keeps this host's),
-    journal it, then record it."""
+    """Stamp the event in fleet time, journal it, then record it in Redis."""
     journaled = in_redis = False
-    client, failure = None, None
+    client = failure = None
     try:  # a Cluster client connects as it is made: inside the try
         client = create_sync_redis(settings.redis_target())
-        clock = FleetClock()
-        clock.measure_sync(client.time)
-        event = event.with_fleet_time(clock.now())
     except REDIS_FAILURES as exc:
         failure = classify(exc)
+    event = _in_fleet_time(event, client)
     try:
         Journal(settings.journal_path).append(event.to_json())
         journaled = True
     except (OSError, ValueError) as exc:
         log.error("restart event %s not journaled (%s): %s", event.id, settings.journal_path, exc)
-    try:
-        if client is not None and failure is None:
+    if client is not None:
+        try:
             record_restart_sync(client, Keys(settings.deployment), event)
             in_redis = True
-    except REDIS_FAILURES as exc:
-        failure = classify(exc)
-    finally:
-        if client is not None:
+        except REDIS_FAILURES as exc:
+            failure = classify(exc)
+        finally:
             client.close()
     if failure is not None:
         log.warning("restart event %s kept in the journal (%s)", event.id, failure)
     return journaled, in_redis
+
+
+def _in_fleet_time(event: RestartEvent, client: redis.Redis | None) -> RestartEvent:
+    """The event with its fleet time, by this process's clock: the monitor's where it runs,
+    else one measured here when due (a process's first event may wait the client's 1 s timeout
+    for it; a Redis that does not answer, or refuses TIME, leaves the host's time)."""
+    clock = _monitor.store.clock if _monitor is not None else _process_clock
+    if client is not None and clock.due:
+        try:
+            clock.measure_sync(client.time)
+        except REDIS_FAILURES:  # the write that follows says what went wrong
+            clock.refused()
+    if not clock.measured:
+        return event
+    host = datetime.fromisoformat(event.timestamp).timestamp()
+    return event.with_fleet_time(clock.to_fleet(host))
 
 
 def get_restart_history(limit: int = 10) -> list[dict[str, Any]]:

@@ -154,7 +154,7 @@ async def thresholds(store: Store, settings: Settings, args: argparse.Namespace)
 
 async def watch(store: Store, settings: Settings, args: argparse.Namespace) -> Any:
     while True:
-        await sync_clock(store)
+        await store.sync_clock()
         view = (await status(store, settings, args)).view
         if args.json:
             print(json.dumps(view, ensure_ascii=False, default=str), flush=True)
@@ -346,25 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def sync_clock(store: Store) -> None:
-    """Measure the clock against Redis's when due; where Redis refuses TIME (an ACL), say so
-    and go on with this host's clock. An outage propagates: the command could not read anyway."""
-    try:
-        await store.sync_clock()
-    except REDIS_CLIENT_ERRORS as exc:
-        failure = classify(exc)
-        if failure.outage:
-            raise
-        logging.getLogger("shardmon").warning(
-            "Redis refused TIME (%s): times are this host's, not the fleet's", failure
-        )
-
-
 async def _run_read(command: str, settings: Settings, args: argparse.Namespace) -> Any:
     client = create_redis(settings.redis_target(), timeout_s=3)
     try:
         store = Store(client, Keys(settings.deployment))
-        await sync_clock(store)
+        await store.sync_clock()
         return await READ_COMMANDS[command](store, settings, args)
     finally:
         await client.aclose()

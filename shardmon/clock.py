@@ -83,38 +83,38 @@ class FleetClock:
             return time.time()
         return reading.redis_s + (time.monotonic() - reading.monotonic_s)
 
+    def to_fleet(self, host_s: float) -> float:
+        """A time this host's wall clock gave (an event's `timestamp`) in fleet time."""
+        return host_s if self.reading is None else host_s - self.reading.skew_s
+
     async def measure(self, redis_time: Callable[[], Awaitable[TimeReply]]) -> ClockReading:
         """Measure Redis's time (`redis_time` is a client's `time`) and keep the reading of the
         shortest round trip; a Redis failure propagates and leaves the last reading."""
-        best: ClockReading | None = None
+        readings = []
         for _ in range(TRIES):
             wall, started = time.time(), time.monotonic()
-            reply = await redis_time()
-            best = self._better(best, reply, wall, started)
-        assert best is not None
-        self.reading = best
-        return best
+            readings.append(_reading(await redis_time(), wall, started))
+        return self._keep(readings)
 
     def measure_sync(self, redis_time: Callable[[], TimeReply]) -> ClockReading:
         """`measure()` for a blocking client (the seed's log functions)."""
-        best: ClockReading | None = None
+        readings = []
         for _ in range(TRIES):
             wall, started = time.time(), time.monotonic()
-            reply = redis_time()
-            best = self._better(best, reply, wall, started)
-        assert best is not None
-        self.reading = best
-        return best
+            readings.append(_reading(redis_time(), wall, started))
+        return self._keep(readings)
 
-    @staticmethod
-    def _better(
-        best: ClockReading | None, reply: TimeReply, wall: float, started: float
-    ) -> ClockReading:
-        round_trip = time.monotonic() - started
-        reading = ClockReading(
-            redis_s=_seconds(reply),
-            host_s=wall + round_trip / 2,
-            monotonic_s=started + round_trip / 2,
-            round_trip_s=round_trip,
-        )
-        return reading if best is None or round_trip < best.round_trip_s else best
+    def _keep(self, readings: list[ClockReading]) -> ClockReading:
+        self.reading = min(readings, key=lambda reading: reading.round_trip_s)
+        return self.reading
+
+
+def _reading(reply: TimeReply, wall: float, started: float) -> ClockReading:
+    """A TIME reply sent at `wall` (host) and `started` (monotonic): its midpoint."""
+    round_trip = time.monotonic() - started
+    return ClockReading(
+        redis_s=_seconds(reply),
+        host_s=wall + round_trip / 2,
+        monotonic_s=started + round_trip / 2,
+        round_trip_s=round_trip,
+    )

@@ -17,6 +17,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any, cast
 
+import redis
 import redis.asyncio as aioredis
 from pydantic import SecretStr
 
@@ -35,7 +36,9 @@ __all__ = [
     "check_journal",
     "check_redis",
     "exit_code",
+    "gateway_bot_reader",
     "log_failures",
+    "report",
 ]
 
 log = logging.getLogger(__name__)
@@ -45,8 +48,10 @@ MIN_REDIS_VERSION = (6, 0, 6)
 #: Bytes a sample takes in Redis at `list-compress-depth` 0 and 1, measured by
 #: benchmarks/redis_memory.py (1,000 distinct samples a shard): used where the fleet has none.
 BYTES_PER_SAMPLE = {0: 375, 1: 145}
-#: Sample lists whose size is measured (MEMORY USAGE) to find the fleet's bytes per sample.
+#: Sample lists whose size is measured (MEMORY USAGE) to find the fleet's bytes per sample,
+#: of those holding at least MEASURED_MIN_SAMPLES samples.
 MEASURED_LISTS = 5
+MEASURED_MIN_SAMPLES = 200
 #: Below this much free memory for every shard's full history, as a multiple of what it needs,
 #: the doctor warns: other keys, fragmentation and a growing fleet need room too.
 MEMORY_MARGIN = 2.0
@@ -223,7 +228,7 @@ async def _version_finding(client: aioredis.Redis, server: _Server) -> Finding:
     floor = ".".join(map(str, MIN_REDIS_VERSION))
     if not version:
         return Finding(
-            Level.FAIL,
+            Level.WARN,
             "redis version",
             f"unknown: neither INFO nor HELLO answered "
             f"(HELLO is Redis 6's; shardmon needs {floor} or newer)",
@@ -290,17 +295,22 @@ def _eviction(server: _Server) -> Finding:
 
 
 async def _bytes_per_sample(client: aioredis.Redis, keys: Keys) -> tuple[float | None, int, int]:
-    """(bytes a sample takes in the lists measured, or None; samples in them; lists measured)."""
-    _, fields = await client.hscan(keys.latest, 0, count=MEASURED_LISTS * 4)
-    shards = [shard for shard in list(fields)[:MEASURED_LISTS] if str(shard).isdigit()]
+    """(bytes a sample takes in the lists measured, or None; samples in them; lists measured).
+    Lists shorter than MEASURED_MIN_SAMPLES are left out: the key's own overhead and the
+    uncompressed nodes at each end would make a young list's samples look bigger."""
+    scanned = await _try(client.hscan(keys.latest, 0, count=MEASURED_LISTS * 4))
+    if isinstance(scanned, Exception):  # `latest` written by hand, or denied: no measurement
+        return None, 0, 0
+    shards = [shard for shard in list(scanned[1])[:MEASURED_LISTS] if str(shard).isdigit()]
     size = count = measured = 0
     for shard in shards:
         list_key = keys.samples(int(shard))
         used = await _try(client.memory_usage(list_key, samples=0))
-        length = int(await client.llen(list_key))
-        if isinstance(used, Exception) or not used or not length:
+        length = await _try(client.llen(list_key))
+        if isinstance(used, Exception) or isinstance(length, Exception) or not used:
             continue
-        size, count, measured = size + int(used), count + length, measured + 1
+        if int(length) >= MEASURED_MIN_SAMPLES:
+            size, count, measured = size + int(used), count + int(length), measured + 1
     return (size / count if count else None), count, measured
 
 
@@ -353,9 +363,10 @@ async def _memory(
             )
         )
         return findings
-    stored = (
-        (stored_samples / lists) * int(await client.hlen(keys.latest)) * per_sample if lists else 0
-    )
+    shards_stored = await _try(client.hlen(keys.latest))
+    if isinstance(shards_stored, Exception) or not lists:
+        shards_stored = 0
+    stored = (stored_samples / lists) * int(shards_stored) * per_sample if lists else 0.0
     growth = max(0.0, needed - stored)
     free = ceiling - int(used)
     of = "maxmemory" if maxmemory else "the host's memory (no maxmemory)"
@@ -413,9 +424,12 @@ async def _permissions(client: aioredis.Redis, keys: Keys) -> Finding:
         return Finding(
             Level.FAIL,
             "permissions",
-            f"scripts refused ({classify(exc)}): shardmon writes through EVALSHA and SCRIPT LOAD",
-            f"ACL SETUSER <user> +evalsha +script|load ~{scope}",
+            f"scripts refused ({classify(exc)}): shardmon writes through EVALSHA, SCRIPT LOAD "
+            "and (in pipelines) SCRIPT EXISTS",
+            f"ACL SETUSER <user> +evalsha +script|load +script|exists ~{scope}",
         )
+    if isinstance(await _try(client.script_exists(probe.sha)), Exception):
+        denied.append("SCRIPT|EXISTS")  # what a pipeline of scripts asks first
     if isinstance(await _try(_transaction(client, keys)), Exception):
         denied += ["WATCH", "MULTI", "EXEC"]
     if denied:
@@ -426,18 +440,21 @@ async def _permissions(client: aioredis.Redis, keys: Keys) -> Finding:
             f"this user may not run {', '.join(denied)} on {scope}",
             f"ACL SETUSER <user> {allow} ~{scope}",
         )
-    count = len(CLIENT_COMMANDS | SCRIPT_COMMANDS) + 3  # and WATCH, MULTI, EXEC
+    count = len(CLIENT_COMMANDS | SCRIPT_COMMANDS) + 6  # EVALSHA, SCRIPT EXISTS, the transaction
     return Finding(
         Level.OK, "permissions", f"all {count} commands shardmon sends are allowed on {scope}"
     )
 
 
 async def _transaction(client: aioredis.Redis, keys: Keys) -> None:
-    async with client.pipeline(transaction=True) as pipe:
-        await pipe.watch(keys.doctor)
-        pipe.multi()  # type: ignore[no-untyped-call]
-        pipe.get(keys.doctor)
-        await pipe.execute()
+    """WATCH, MULTI, GET and EXEC on the scratch key (another doctor's probe touching it
+    meanwhile aborts the EXEC: the commands were allowed all the same)."""
+    with contextlib.suppress(redis.WatchError):
+        async with client.pipeline(transaction=True) as pipe:
+            await pipe.watch(keys.doctor)
+            pipe.multi()  # type: ignore[no-untyped-call]
+            pipe.get(keys.doctor)
+            await pipe.execute()
 
 
 async def check_redis(
@@ -510,14 +527,17 @@ def gateway_bot_reader(api_url: str, token: SecretStr) -> GatewayBot:
             "User-Agent": "shardmon doctor",
         }
         timeout = aiohttp.ClientTimeout(total=DISCORD_TIMEOUT_S)
-        async with (
-            aiohttp.ClientSession(timeout=timeout) as session,
-            session.get(f"{api_url.rstrip('/')}/gateway/bot", headers=headers) as response,
-        ):
-            payload = None
-            with contextlib.suppress(ValueError, aiohttp.ContentTypeError):
-                payload = await response.json()
-            return response.status, payload
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as session,
+                session.get(f"{api_url.rstrip('/')}/gateway/bot", headers=headers) as response,
+            ):
+                payload = None
+                with contextlib.suppress(ValueError, aiohttp.ContentTypeError):
+                    payload = await response.json()
+                return response.status, payload
+        except aiohttp.ClientError as exc:  # a dropped connection, a bad URL: not OSErrors all
+            raise ConnectionError(f"{type(exc).__name__}: {exc}") from None
 
     return read
 
@@ -630,22 +650,28 @@ async def log_failures(
     history_size: int,
     clock_skew_warn_s: float,
     timeout_s: float = 30,
+    retry_s: float = 30,
 ) -> list[Finding]:
-    """The Redis checks, once, with each ❌ finding logged as an error (a monitor's start)."""
-    try:
-        async with asyncio.timeout(timeout_s):
-            findings = await check_redis(
-                client,
-                keys,
-                shard_count=shard_count,
-                history_size=history_size,
-                clock_skew_warn_s=clock_skew_warn_s,
-            )
-    except TimeoutError:
-        log.warning("shardmon doctor's Redis checks did not end within %s s", timeout_s)
-        return []
-    failed = [f for f in findings if f.level is Level.FAIL and f.topic != "redis"]
-    for finding in failed:  # an outage is the sampler's to report
+    """The Redis checks, once Redis answers (tried every `retry_s` until then), with each ❌
+    finding logged as an error: a monitor's start."""
+    while True:
+        try:
+            async with asyncio.timeout(timeout_s):
+                findings = await check_redis(
+                    client,
+                    keys,
+                    shard_count=shard_count,
+                    history_size=history_size,
+                    clock_skew_warn_s=clock_skew_warn_s,
+                )
+        except TimeoutError:
+            log.warning("shardmon doctor's Redis checks did not end within %s s", timeout_s)
+            return []
+        if [f.topic for f in findings] != ["redis"]:  # Redis answered
+            break
+        await asyncio.sleep(retry_s)  # an outage: the sampler reports it
+    failed = [f for f in findings if f.level is Level.FAIL]
+    for finding in failed:
         log.error("shardmon doctor: %s: %s (fix: %s)", finding.topic, finding.text, finding.fix)
     return failed
 

@@ -167,17 +167,6 @@ async def render_metrics(store: Store, limits: Limits, shard_count: int) -> str:
     return m.text()
 
 
-async def _sync_clock(store: Store) -> None:
-    """Measure the clock when due; a refusal of TIME (an ACL) is logged, and the scrape goes on
-    on this host's clock."""
-    try:
-        await store.sync_clock()
-    except REDIS_FAILURES as exc:
-        if classify(exc).outage:
-            raise
-        log.warning("Redis refused TIME (%s): times are this host's (ACL +time)", classify(exc))
-
-
 def make_app(
     client: aioredis.Redis, keys: Keys, limits: Limits, shard_count: int
 ) -> web.Application:
@@ -188,7 +177,7 @@ def make_app(
         store = Store(client, keys)  # a store per scrape: its skipped counts are this scrape's
         store.clock = clock
         try:
-            await _sync_clock(store)
+            await store.sync_clock()
             text = await render_metrics(store, limits, shard_count)
         except REDIS_FAILURES as exc:
             failure = classify(exc)

@@ -601,7 +601,6 @@ class ZombieRule:
             if (gateway := sample.gateway) is not None
             and gateway.connected
             and gateway.dispatch_age_s is not None
-            # a sample from a host clock ahead ages by less: the rule never fires early on it
             and (silent := gateway.dispatch_age_s + now - sample.ts) > lowest
             and sample.guilds > 0
         ]

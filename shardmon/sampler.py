@@ -8,6 +8,7 @@ outage and every 10 minutes, so nothing logged is lost and nothing is written tw
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -41,6 +42,9 @@ log = logging.getLogger(__name__)
 FLUSH_BATCH = 200
 #: The journal is replayed this often even when no failure was seen (ZADD NX: idempotent).
 JOURNAL_REPLAY_EVERY_S = 600
+#: How long a restart logged before the clock's first measurement waits for it (the journal
+#: waits no longer on Redis; after it the event keeps its host's time).
+FIRST_CLOCK_WAIT_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,13 +150,9 @@ class Sampler:
         first = not clock.measured
         try:
             reading = await self.store.sync_clock()
-        except REDIS_FAILURES as exc:
-            failure = classify(exc)
-            if not failure.outage:  # an outage is the writes' to report; this, once in a while
-                log.error("Redis refused TIME (%s): this host's clock stands in for the fleet's "
-                          "until it is allowed (ACL +time)", failure)  # fmt: skip
+        except REDIS_FAILURES:  # an outage: the writes report it
             return
-        if reading is None:  # not due
+        if reading is None:  # not due, or refused (the store says so)
             return
         if first:
             self.started_at = clock.now() - (time.monotonic() - self._started_monotonic)
@@ -322,12 +322,16 @@ class Sampler:
         *,
         version: str | None = None,
     ) -> RestartEvent:
-        """Journal the event, in fleet time where Redis's clock could be measured, then write it
+        """Journal the event, in fleet time where Redis's clock has been measured, then write it
         to Redis; an outage leaves it for the replay."""
-        await self.refresh_clock()  # a startup is logged before the monitor starts
+        clock = self.store.clock
+        if not clock.measured:  # a startup, logged before the monitor starts: a short wait
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(FIRST_CLOCK_WAIT_S):
+                    await self.refresh_clock()
         event = self.config.event(restart_type, metadata, version=version)
-        if self.store.clock.measured:
-            event = event.with_fleet_time(self.store.clock.now())
+        if clock.measured:
+            event = event.with_fleet_time(clock.now())
         try:
             await asyncio.to_thread(self.journal.append, event.to_json())
         except OSError as exc:  # a full disk or unwritable folder: Redis is the only copy now

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from shardmon.keys import KeyInfo
-from shardmon.models import RestartEvent
+from shardmon.models import FLEET_TS_MIN_SKEW_S, RestartEvent
 from shardmon.render import clock_line, format_uptime, session_limit_line, status_emoji, table
 from shardmon.rules import (
     DEFAULT_RULES,
@@ -197,7 +197,8 @@ def restarts_view(events: Sequence[RestartEvent], *, as_json: bool = False) -> A
     headers = ["time (UTC)", "type", "shards", "version", "node", "error"]
     note = ""
     if any(e.fleet_ts is not None for e in events):
-        note = "\n* the host's clock was off by a second or more: its own time is in --json"
+        note = (f"\n* the host's clock was off by {FLEET_TS_MIN_SKEW_S:g} s or more: its own "
+                "time is in --json")  # fmt: skip
     return (table(headers, rows) + note) or "no restarts"
 
 

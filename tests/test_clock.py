@@ -226,7 +226,7 @@ async def test_a_user_denied_time_samples_on_its_host_clock_and_says_so_once(
     client = create_redis(RedisTarget(url=f"redis://notime:pw@127.0.0.1:{redis_server.port}/0"))
     monitor = build_monitor(dataclasses.replace(config, leader_eligible=False), client)
     try:
-        with caplog.at_level(logging.ERROR, logger="shardmon.sampler"):
+        with caplog.at_level(logging.ERROR):
             for _ in range(5):
                 await monitor.sample_once()
         said = [r.getMessage() for r in caplog.records if "refused TIME" in r.getMessage()]
@@ -238,5 +238,28 @@ async def test_a_user_denied_time_samples_on_its_host_clock_and_says_so_once(
         assert all(s.clock_skew_s is None for s in latest.values())
     finally:
         await client.aclose()
+        with redis.Redis(port=redis_server.port) as admin:
+            admin.acl_deluser("notime")
+
+
+def test_log_restart_by_a_user_denied_time_still_records_the_event(
+    redis_server: RedisServer,
+    keys: Keys,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with redis.Redis(port=redis_server.port) as admin:
+        admin.acl_setuser("notime", enabled=True, passwords=["+pw"], keys=["shardmon:*"],
+                          commands=["+@all", "-time"])  # fmt: skip
+    try:
+        url = f"redis://notime:pw@127.0.0.1:{redis_server.port}/0"
+        monkeypatch.setenv("SHARDMON_REDIS_URL", url)
+        monkeypatch.setenv("SHARDMON_DEPLOYMENT", keys.deployment)
+        assert main(["log-restart", "deployment", "--version", "2.0"]) == 0
+        assert "journaled and recorded in Redis" in capsys.readouterr().out
+        with redis.Redis(port=redis_server.port, decode_responses=True) as admin:
+            [member] = admin.zrange(keys.restarts, 0, -1)
+        assert parse_event(member).fleet_ts is None  # this host's time: nothing to measure with
+    finally:
         with redis.Redis(port=redis_server.port) as admin:
             admin.acl_deluser("notime")

@@ -111,16 +111,29 @@ class StoreBase:
 
     async def sync_clock(self) -> ClockReading | None:
         """Measure this host's offset from Redis's clock when due (`FleetClock.due`); None when
-        not due. A Redis failure propagates, and the clock keeps its last measurement (after a
-        refusal, it is not due again for `CLOCK_REFRESH_S`)."""
+        not due or refused. A refusal of TIME (an ACL) is logged, and asked again in
+        `CLOCK_REFRESH_S`; an outage propagates. Either way the clock keeps what it had."""
         if not self.clock.due:
             return None
         try:
-            return await self.clock.measure(self.client.time)
+            return await self.clock.measure(self._redis_time)
         except REDIS_FAILURES as exc:
-            if not classify(exc).outage:  # asked again when due, not at every call
-                self.clock.refused()
-            raise
+            failure = classify(exc)
+            if failure.outage:
+                raise
+            self.clock.refused()
+            log.error("Redis refused TIME (%s): this host's clock stands in for the fleet's "
+                      "until the user may run it (ACL +time)", failure)  # fmt: skip
+            return None
+
+    async def _redis_time(self) -> Any:
+        """TIME, of the master that holds the deployment's keys in a Cluster (whose nodes each
+        have a clock: every monitor of the deployment asks the same one)."""
+        cluster = cast("Any", self.client)
+        if not hasattr(cluster, "get_node_from_key"):
+            return await self.client.time()
+        await cluster.initialize()  # the slots are known once it has connected
+        return await cluster.time(target_nodes=cluster.get_node_from_key(self.keys.latest))
 
     def _parsed(
         self, raw: Iterable[str | bytes], parse: Callable[[str | bytes], T], key: str
