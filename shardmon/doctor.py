@@ -256,7 +256,12 @@ def _persistence(server: _Server) -> Finding:
         )
     save = server.setting("save")
     fix = "CONFIG SET appendonly yes, and appendonly yes in redis.conf"
-    if save:
+    if save is None:  # INFO says appendonly no; the snapshots are CONFIG's to say
+        text = (
+            "appendonly no (snapshots not checked: CONFIG denied): a crash of Redis loses what "
+            "was written since the last snapshot, if any"
+        )
+    elif save:
         text = (
             f"snapshots only (save {save}): a crash of Redis loses what was written since the "
             "last one (samples, alert records; restart events come back from the journals)"

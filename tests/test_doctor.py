@@ -355,3 +355,16 @@ async def test_a_monitor_logs_the_failures_once_at_start(
     said = [r for r in caplog.records if r.name == "shardmon.doctor"]
     assert len(said) == 1 and "allkeys-lru" in said[0].getMessage()
     await client.aclose()
+
+
+@server_args(*RECOMMENDED, "--appendonly", "no")
+def test_a_user_without_config_but_with_info_is_checked_from_info(
+    server: RedisServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = acl_user(server, "+@all", "-config")
+    code, findings, text = doctor(server, monkeypatch, capsys, url=url)
+    assert code == 1, text
+    assert level(findings, "eviction") == "ok"  # maxmemory_policy, from INFO memory
+    assert findings["persistence"]["text"].startswith("appendonly no (snapshots not checked")
+    assert findings["list-compress-depth"]["text"].startswith("not checked")
+    assert "MiB free under the host's memory" in findings["memory"]["text"]
