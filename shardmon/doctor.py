@@ -27,7 +27,6 @@ from shardmon.keys import Keys
 from shardmon.models import MalformedData, SessionStartLimit
 from shardmon.render import format_uptime
 from shardmon.store import lua
-from shardmon.store._base import SCRIPTS
 
 __all__ = [
     "Finding",
@@ -58,8 +57,8 @@ MEMORY_MARGIN = 2.0
 #: How long the Discord check waits for GET /gateway/bot.
 DISCORD_TIMEOUT_S = 10.0
 #: The commands shardmon sends outside its scripts (`shardmon/store/`), with arguments that
-#: make them harmless on the probe's scratch key. The scripts' commands are read from `lua/`;
-#: a test keeps both lists complete.
+#: make them harmless on the probe's scratch key; with SCRIPT_COMMANDS, every command shardmon
+#: sends (a test checks both against `lua/` and the store's calls).
 CLIENT_COMMANDS: dict[str, tuple[str, ...]] = {
     "GET": ("<key>",),
     "DEL": ("<key>",),
@@ -99,7 +98,6 @@ SCRIPT_COMMANDS: dict[str, tuple[str, ...]] = {
     "LPUSH": ("<key>", "v"),
     "LTRIM": ("<key>", "0", "0"),
 }
-_CALL = re.compile(r"redis\.p?call\(\s*['\"]([A-Za-z]+)['\"]")
 
 
 class Level(IntEnum):
@@ -131,11 +129,6 @@ class Finding:
 
 def exit_code(findings: Sequence[Finding]) -> int:
     return int(max((f.level for f in findings), default=Level.OK))
-
-
-def script_commands() -> set[str]:
-    """Every command the store's scripts call (read from `lua/`)."""
-    return {name.upper() for script in SCRIPTS for name in _CALL.findall(lua(script))}
 
 
 def probe_args() -> list[str]:

@@ -28,11 +28,11 @@ from shardmon.doctor import (
     Finding,
     check_discord,
     gateway_bot_reader,
-    script_commands,
 )
 from shardmon.keys import Keys
 from shardmon.monitor import MonitorConfig, build_monitor
-from shardmon.store import Store
+from shardmon.store import Store, lua
+from shardmon.store._base import SCRIPTS
 
 SHARDS = 100
 HISTORY = 1000
@@ -269,7 +269,9 @@ def test_unreachable_redis_invalid_settings_and_an_unwritable_journal_fail(
 def test_every_command_shardmon_sends_is_probed() -> None:
     """The probe's lists cover the scripts' commands and the store's own calls."""
     probed = set(CLIENT_COMMANDS) | set(SCRIPT_COMMANDS)
-    assert script_commands() <= probed, script_commands() - probed
+    call = re.compile(r"redis\.p?call\(\s*['\"]([A-Za-z]+)['\"]")
+    scripted = {name.upper() for script in SCRIPTS for name in call.findall(lua(script))}
+    assert scripted <= probed, scripted - probed
     store = Path(__file__).parent.parent / "shardmon" / "store"
     renamed = {"DELETE": "DEL"}  # redis-py's name -> the command's
     called = {
