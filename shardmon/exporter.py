@@ -2,7 +2,9 @@
 
 One exporter serves the fleet: per-shard gauges from `latest` and `heartbeats`, restarts by
 shard and type, storm counts, the leader and its epoch, and alerts sent by rule and kind.
-The text format is Prometheus' exposition format 0.0.4 (`promtool check metrics` passes).
+The exposition is prometheus-client's: the text format 0.0.4 (`promtool check metrics` passes),
+or OpenMetrics when the scraper asks for it. A collector made at each scrape holds what was
+read from Redis; nothing is kept between scrapes.
 """
 
 from __future__ import annotations
@@ -14,6 +16,10 @@ from collections.abc import Callable, Iterable
 
 import redis.asyncio as aioredis
 from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
 
 from shardmon.clock import FleetClock
 from shardmon.failures import REDIS_FAILURES, classify
@@ -28,33 +34,37 @@ __all__ = ["make_app", "render_metrics"]
 log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-class _Metrics:
-    """Collects samples family by family, each with its HELP and TYPE lines."""
+class _Metrics(Collector):
+    """The metric families of one scrape, built from what was read, for prometheus-client's
+    exposition (a registry collects them once)."""
 
     def __init__(self) -> None:
-        self.lines: list[str] = []
+        self.families: list[Metric] = []
 
     def family(
         self, name: str, kind: str, help: str, samples: Iterable[tuple[dict[str, str], float]]
     ) -> None:
-        self.lines.append(f"# HELP {name} {help}")
-        self.lines.append(f"# TYPE {name} {kind}")
+        """A gauge or a counter (`name` ends in `_total`); values that are not finite (a
+        latency not measured yet) are left out."""
+        samples = [(labels, value) for labels, value in samples if math.isfinite(value)]
+        names = list(samples[0][0]) if samples else []  # every sample has the same labels
+        metric_type = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+        metric = metric_type(name, help, labels=names)
         for labels, value in samples:
-            if not math.isfinite(value):
-                continue
-            text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
-            number = repr(float(value))  # every digit: 98765432.0, not 9.87654e+07
-            self.lines.append(f"{name}{{{text}}} {number}" if text else f"{name} {number}")
+            metric.add_metric([labels[label] for label in names], value)
+        self.families.append(metric)
 
-    def text(self) -> str:
-        return "\n".join(self.lines) + "\n"
+    def collect(self) -> Iterable[Metric]:
+        return self.families
+
+    def exposition(self, accept: str) -> tuple[bytes, str]:
+        """(the body, its content type): OpenMetrics where `accept` asks for it, else text."""
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(self)
+        encode, content_type = choose_encoder(accept)
+        return encode(registry), content_type
 
 
 def _latency(sample: Sample, now: float) -> float:
@@ -106,8 +116,10 @@ def _up(online: bool, sample: Sample | None) -> bool:
     return online and (gateway is None or gateway.connected)
 
 
-async def render_metrics(store: Store, limits: Limits, shard_count: int) -> str:
-    """The fleet's metrics now, in the text exposition format."""
+async def render_metrics(
+    store: Store, limits: Limits, shard_count: int, accept: str = ""
+) -> tuple[bytes, str]:
+    """The fleet's metrics now, and their content type (OpenMetrics if `accept` asks)."""
     now = store.clock.now()
     started = time.monotonic()
     summary = await store.fleet_summary(limits.offline_after_s, now=now)
@@ -164,7 +176,7 @@ async def render_metrics(store: Store, limits: Limits, shard_count: int) -> str:
     )  # fmt: skip
     m.family("shardmon_scrape_duration_seconds", "gauge", "Time this scrape took.",
              [({}, time.monotonic() - started)])  # fmt: skip
-    return m.text()
+    return m.exposition(accept)
 
 
 def make_app(
@@ -178,7 +190,9 @@ def make_app(
         store.clock = clock
         try:
             await store.sync_clock()
-            text = await render_metrics(store, limits, shard_count)
+            body, content_type = await render_metrics(
+                store, limits, shard_count, request.headers.get("Accept", "")
+            )
         except REDIS_FAILURES as exc:
             failure = classify(exc)
             said = (
@@ -188,7 +202,7 @@ def make_app(
             )
             log.warning("scrape failed: Redis %s", said)
             return web.Response(status=503, text=f"Redis {said}\n")
-        return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
+        return web.Response(body=body, headers={"Content-Type": content_type})
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)

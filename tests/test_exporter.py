@@ -57,10 +57,10 @@ async def _fleet(config: MonitorConfig, client: aioredis.Redis, tmp_path: Path) 
     )
 
 
-async def _scrape(store: Store) -> tuple[int, str, str]:
+async def _scrape(store: Store, accept: str = "text/plain") -> tuple[int, str, str]:
     app = make_app(store.client, store.keys, Limits(), shard_count=4)
     async with TestClient(TestServer(app)) as http:
-        response = await http.get("/metrics")
+        response = await http.get("/metrics", headers={"Accept": accept})
         return response.status, response.headers["Content-Type"], await response.text()
 
 
@@ -88,7 +88,7 @@ async def test_metrics_of_the_fleet_pass_promtool(
     assert 'shardmon_restarts_total{shard="1",type="crash"} 3.0' in text
     assert 'shardmon_restart_storm_restarts{shard="1"} 4.0' in text
     assert 'shardmon_leader_info{node="h:1"} 1.0' in text and "shardmon_leader_epoch 4.0" in text
-    assert 'shardmon_alerts_total{rule="memory",kind="alert"} 2.0' in text
+    assert 'shardmon_alerts_total{kind="alert",rule="memory"} 2.0' in text
     # Each node's clock against Redis's (the same host here: within a second).
     skews = re.findall(r'shardmon_clock_skew_seconds\{node="(h:\d)"\} (\S+)', text)
     assert [node for node, _ in skews] == ["h:0", "h:1"]
@@ -147,3 +147,16 @@ async def test_healthz_follows_the_sampling_loop_and_redis(
         with pytest.raises(aiohttp.ClientConnectionError):
             await http.get(url)
     await client.aclose()
+
+
+async def test_an_openmetrics_scraper_gets_openmetrics(
+    config: MonitorConfig, client: aioredis.Redis, keys: Keys, tmp_path: Path
+) -> None:
+    await _fleet(config, client, tmp_path)
+    accept = "application/openmetrics-text; version=1.0.0,text/plain;version=0.0.4;q=0.5"
+    status, content_type, text = await _scrape(Store(client, keys), accept)
+    assert status == 200 and content_type.startswith("application/openmetrics-text")
+    assert text.endswith("# EOF\n")
+    # Counters keep their names: the family drops `_total`, its samples carry it.
+    assert "# TYPE shardmon_restarts counter" in text
+    assert 'shardmon_restarts_total{shard="1",type="crash"} 3.0' in text
