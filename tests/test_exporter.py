@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import re
 import shutil
 import time
@@ -160,3 +161,23 @@ async def test_an_openmetrics_scraper_gets_openmetrics(
     # Counters keep their names: the family drops `_total`, its samples carry it.
     assert "# TYPE shardmon_restarts counter" in text
     assert 'shardmon_restarts_total{shard="1",type="crash"} 3.0' in text
+
+
+async def test_the_grafana_dashboard_and_the_alert_rules_name_only_served_metrics(
+    config: MonitorConfig, client: aioredis.Redis, keys: Keys, tmp_path: Path
+) -> None:
+    await _fleet(config, client, tmp_path)
+    _, _, text = await _scrape(Store(client, keys))
+    served = set(re.findall(r"^(shardmon_\w+)[{ ]", text, re.M))
+    contrib = Path(__file__).parent.parent / "contrib"
+    dashboard = json.loads((contrib / "grafana" / "shardmon.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    rules = (contrib / "prometheus" / "shardmon.rules.yml").read_text()
+    named = set(re.findall(r"\bshardmon_\w+", " ".join(exprs) + rules))
+    assert named and named <= served, named - served
+    # Importable as is: its data source is an input, every panel uses it, ids are unique.
+    assert [i["name"] for i in dashboard["__inputs"]] == ["DS_PROMETHEUS"]
+    panels = [p for p in dashboard["panels"] if p["type"] != "row"]
+    assert all(p["datasource"]["uid"] == "${DS_PROMETHEUS}" for p in panels)
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
