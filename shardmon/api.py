@@ -15,7 +15,6 @@ import sys
 import threading
 import traceback
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from functools import cache
 from types import TracebackType
 from typing import Any
@@ -191,8 +190,7 @@ def _in_fleet_time(event: RestartEvent, client: redis.Redis | None) -> RestartEv
             clock.refused()
     if not clock.measured:
         return event
-    host = datetime.fromisoformat(event.timestamp).timestamp()
-    return event.with_fleet_time(clock.to_fleet(host))
+    return event.with_fleet_time(clock.to_fleet(event.host_ts))
 
 
 def get_restart_history(limit: int = 10) -> list[dict[str, Any]]:

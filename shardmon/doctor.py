@@ -26,7 +26,7 @@ from shardmon.failures import REDIS_FAILURES, classify
 from shardmon.keys import Keys
 from shardmon.models import MalformedData, SessionStartLimit
 from shardmon.render import format_uptime
-from shardmon.store import lua
+from shardmon.store import Store, lua
 
 __all__ = [
     "Finding",
@@ -385,8 +385,9 @@ async def _memory(
     return findings
 
 
-async def _clock(client: aioredis.Redis, warn_s: float) -> Finding:
-    reading = await _try(FleetClock().measure(client.time))
+async def _clock(client: aioredis.Redis, keys: Keys, warn_s: float) -> Finding:
+    """This host's offset from the clock its monitors measure (`StoreBase.redis_time`)."""
+    reading = await _try(FleetClock().measure(Store(client, keys).redis_time))
     if isinstance(reading, Exception):
         return Finding(
             Level.FAIL,
@@ -474,7 +475,7 @@ async def check_redis(
             _persistence(server),
             _eviction(server),
             *await _memory(client, keys, server, shard_count, history_size),
-            await _clock(client, clock_skew_warn_s),
+            await _clock(client, keys, clock_skew_warn_s),
             await _permissions(client, keys),
         ]
     except REDIS_FAILURES as exc:

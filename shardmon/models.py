@@ -228,15 +228,17 @@ class RestartEvent(_Strict):
     @property
     def ts(self) -> float:
         """Event time in fleet epoch seconds: the score in the restart sets."""
-        if self.fleet_ts is not None:
-            return self.fleet_ts
+        return self.host_ts if self.fleet_ts is None else self.fleet_ts
+
+    @property
+    def host_ts(self) -> float:
+        """`timestamp` as epoch seconds: the time by its host's own clock."""
         return datetime.fromisoformat(self.timestamp).timestamp()
 
     def with_fleet_time(self, fleet_now: float) -> RestartEvent:
         """The event with its fleet time (Redis's, see `FleetClock`), kept where it differs
         from the host's `timestamp` by `FLEET_TS_MIN_SKEW_S` or more."""
-        host = datetime.fromisoformat(self.timestamp).timestamp()
-        if abs(fleet_now - host) < FLEET_TS_MIN_SKEW_S:
+        if abs(fleet_now - self.host_ts) < FLEET_TS_MIN_SKEW_S:
             return self.model_copy(update={"fleet_ts": None})
         return self.model_copy(update={"fleet_ts": round(fleet_now, 6)})
 

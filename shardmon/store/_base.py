@@ -116,7 +116,7 @@ class StoreBase:
         if not self.clock.due:
             return None
         try:
-            return await self.clock.measure(self._redis_time)
+            return await self.clock.measure(self.redis_time)
         except REDIS_FAILURES as exc:
             failure = classify(exc)
             if failure.outage:
@@ -126,7 +126,7 @@ class StoreBase:
                       "until the user may run it (ACL +time)", failure)  # fmt: skip
             return None
 
-    async def _redis_time(self) -> Any:
+    async def redis_time(self) -> Any:
         """TIME, of the master that holds the deployment's keys in a Cluster (whose nodes each
         have a clock: every monitor of the deployment asks the same one)."""
         cluster = cast("Any", self.client)
