@@ -133,6 +133,7 @@ class Alerter:
     def _new_alert(
         self, kind: str, rule: str, findings: Sequence[Finding], text: AlertText, epoch: int
     ) -> Alert:
+        onsets = [f.since for f in findings if f.since is not None]
         return Alert(
             id=uuid.uuid4().hex,
             kind=kind,
@@ -143,6 +144,7 @@ class Alerter:
             epoch=epoch,
             node=self.node,
             ts=self.store.clock.now(),
+            since=min(onsets, default=None),
         )
 
     async def _deliver(

@@ -15,15 +15,36 @@ from dataclasses import dataclass, field
 
 from shardmon.models import GatewayState
 
-__all__ = ["COUNT_WINDOW_S", "GatewayTracker", "shard_for_guild"]
+__all__ = [
+    "COUNT_WINDOW_S",
+    "NOT_A_SERVER_ID",
+    "GatewayTracker",
+    "parse_guild_id",
+    "shard_for_guild",
+]
 
 #: `disconnects_1h` and `stalls_1h` count over this sliding window.
 COUNT_WINDOW_S = 3600.0
 
 
+#: What a member is told when a server id is not one.
+NOT_A_SERVER_ID = (
+    "That is not a server id: copy it with Developer Mode on (a number of 17 to 20 digits)."
+)
+
+
 def shard_for_guild(guild_id: int, shard_count: int) -> int:
     """The shard Discord routes a server's events to: `(guild_id >> 22) % shard_count`."""
     return (guild_id >> 22) % shard_count
+
+
+def parse_guild_id(text: str) -> int:
+    """A server id as a member types it (a snowflake: 15 to 20 digits, below 2**64);
+    ValueError with NOT_A_SERVER_ID otherwise."""
+    text = text.strip()
+    if text.isascii() and text.isdigit() and 15 <= len(text) <= 20 and int(text) < 2**64:
+        return int(text)
+    raise ValueError(NOT_A_SERVER_ID)
 
 
 @dataclass(slots=True)

@@ -13,7 +13,8 @@ from shardmon.failures import REDIS_FAILURES, classify
 from shardmon.leader import LeaderElection
 from shardmon.models import MalformedData, SessionStartLimit
 from shardmon.rules import DEFAULT_RULES, AlertText, Finding, FleetView, Limits, Rule
-from shardmon.stats import FleetSummary, summarize_fleet
+from shardmon.states import FleetGrid, judge_fleet
+from shardmon.stats import FleetSummary
 from shardmon.store import Store, parse_condition
 from shardmon.tasks import Stopping
 
@@ -32,17 +33,20 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class _Verdict:
     """One tick's judgement, made off the event loop: the (filtered) fleet, the findings to
-    alert by rule, the resolutions owed, and the fleet figures for `/uptime`."""
+    alert by rule, the resolutions owed, the fleet figures for `/uptime` and the grid of the
+    dashboard."""
 
     fleet: FleetView
     alerts: list[tuple[Rule, list[Finding]]]
     resolutions: list[tuple[str, int | None, AlertText]]
     summary: FleetSummary
+    grid: FleetGrid
 
 
 class FleetJudge:
     """Judges the fleet while `election` says this node leads; idles otherwise. Each tick
-    also keeps the pre-aggregated history (`rollup:h:<hour>`) and fleet figures (`fleet`).
+    also keeps the pre-aggregated history (`rollup:h:<hour>`), fleet figures (`fleet`) and
+    grid (`shard_states`, `shard_nodes`).
 
     Args:
         store: the deployment's store (reads the fleet in one round trip a tick).
@@ -97,7 +101,7 @@ class FleetJudge:
         for rule_name, shard, text in verdict.resolutions:
             await self.alerter.resolve(rule_name, shard, text, epoch)
         await self._roll_up_hours(fleet.now)
-        await self.store.write_fleet_totals(verdict.summary)
+        await self.store.write_fleet_totals(verdict.summary, verdict.grid)
         if epoch != self._judged_epoch:
             log.info("epoch %d: first judgement, %d shards", epoch, len(verdict.fleet.latest))
             self._judged_epoch = epoch
@@ -105,46 +109,32 @@ class FleetJudge:
         return True
 
     def _judge(self, fleet: FleetView, limits: Limits) -> _Verdict:
-        """What to alert, what to resolve, and the fleet's figures (pure: runs in a thread)."""
-        count = self.shard_count
-        beyond = count is not None and max((*fleet.latest, *fleet.heartbeats), default=-1) >= count
-        if count is not None and beyond:  # shards of a smaller, resharded fleet are not offline
-            fleet = replace(
-                fleet,
-                heartbeats={s: t for s, t in fleet.heartbeats.items() if s < count},
-                latest={s: sample for s, sample in fleet.latest.items() if s < count},
-            )
+        """What to alert, what to resolve, the fleet's figures and grid (pure: runs in a
+        thread)."""
+        judgement = judge_fleet(fleet, limits, self.rules)
         active_by_rule: dict[str, list[int | None]] = {}
-        for field in fleet.active:
+        for field in judgement.fleet.active:
             rule_name, shard_id = parse_condition(field)
             active_by_rule.setdefault(rule_name, []).append(shard_id)
-        judged = [(rule, rule.judge(fleet, limits)) for rule in self.rules]
         # Inhibition: a rule that fires, or was announced and is not resolved, holds the
         # alerts of the rules it names (an outage holds the per-shard disconnects).
         held = {
             name
-            for rule, findings in judged
+            for rule, findings in judgement.findings
             if findings or rule.name in active_by_rule
             for name in rule.inhibits
         }
         alerts: list[tuple[Rule, list[Finding]]] = []
         resolutions: list[tuple[str, int | None, AlertText]] = []
-        for rule, findings in judged:
+        for rule, findings in judgement.findings:
             if findings and rule.name not in held:
                 alerts.append((rule, findings))
             firing = {f.shard for f in findings}
             for shard in active_by_rule.get(rule.name, []):
-                text = None if shard in firing else rule.resolution(shard, fleet, limits)
+                text = None if shard in firing else rule.resolution(shard, judgement.fleet, limits)
                 if text is not None:
                     resolutions.append((rule.name, shard, text))
-        summary = summarize_fleet(
-            fleet.latest,
-            fleet.heartbeats,
-            now=fleet.now,
-            offline_after_s=limits.offline_after_s,
-            with_shards=False,  # the `fleet` hash holds the totals only
-        )
-        return _Verdict(fleet, alerts, resolutions, summary)
+        return _Verdict(judgement.fleet, alerts, resolutions, judgement.summary, judgement.grid)
 
     async def _read_session_limit(self) -> None:
         """Read and store the session start limit when due (SESSION_LIMIT_EVERY_S after the last

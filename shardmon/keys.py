@@ -40,7 +40,8 @@ ROLLUP_HOUR_TTL_S = 30 * 86400
 RECENT_RESTARTS_S = 7 * 86400
 #: `gateway:<shard>:identify|resume` keep 7 days of events: "the last 24 h" with room to spare.
 GATEWAY_EVENTS_TTL_S = 7 * 86400
-#: `fleet` outlives its leader by a day at most: a deployment that stopped leaves no litter.
+#: `fleet`, `shard_states` and `shard_nodes` outlive their leader by a day at most: a
+#: deployment that stopped leaves no litter.
 FLEET_TTL_S = 86400
 #: `resolved:<rule>[:<shard>]` outlives any resend of its claim (5 s timeout, 1 retry).
 RESOLUTION_CLAIM_TTL_S = 60
@@ -56,6 +57,8 @@ LAYOUT: dict[str, tuple[str, str]] = {
     "latest": ("hash", "shard -> newest sample: the fleet's state in one HGETALL"),
     "heartbeats": ("zset", "shard by last-seen time: stale shards are one ZRANGEBYSCORE"),
     "fleet": ("hash", "fleet figures of the last leader tick: what /uptime reads (addition)"),
+    "shard_states": ("string", "a character a shard: its state at the last tick (addition)"),
+    "shard_nodes": ("hash", "node -> its shards as ranges (0-15,32), last tick (addition)"),
     "shard:<shard>": ("hash", "who runs a shard, since when: started_at, host, pid, version"),
     "restarts": ("zset", "every restart event of the fleet, score = event time"),
     "restarts:<shard>": ("zset", "restarts of one shard: the storm count is a ZCOUNT here"),
@@ -127,6 +130,8 @@ class Keys:
     latest: str = field(init=False, repr=False)
     heartbeats: str = field(init=False, repr=False)
     fleet: str = field(init=False, repr=False)
+    shard_states: str = field(init=False, repr=False)
+    shard_nodes: str = field(init=False, repr=False)
     restarts: str = field(init=False, repr=False)
     recent_restarts: str = field(init=False, repr=False)
     identifies: str = field(init=False, repr=False)

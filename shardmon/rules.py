@@ -151,6 +151,9 @@ class Finding:
     shard: int | None
     value: float
     threshold: float
+    #: When the condition began, where the rule measures a duration (offline, disconnected,
+    #: zombie): the incident's start, earlier than its alert by the threshold.
+    since: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +181,11 @@ class Rule(Thresholded, Protocol):
     def inhibits(self) -> tuple[str, ...]:
         """Rules whose alerts are held while this one fires or is announced (an outage holds
         the per-shard `disconnected` alerts: one incident, not hundreds of alerts)."""
+
+    @property
+    def incident(self) -> str | None:
+        """What the public status page calls the condition ("Shard offline"), or None: the
+        rule speaks of infrastructure (resources, the IDENTIFY budget), for operators only."""
 
     def judge(self, fleet: FleetView, limits: Limits) -> list[Finding]:
         """The shards that break the rule now."""
@@ -258,6 +266,7 @@ class _ResourceRule:
     threshold: ClassVar[Limit]
     options: ClassVar[tuple[Limit, ...]] = ()
     inhibits: ClassVar[tuple[str, ...]] = ()
+    incident: ClassVar[str | None] = None
 
     @property
     def label(self) -> str:
@@ -330,6 +339,7 @@ class _CountRule:
     threshold: ClassVar[Limit]
     options: ClassVar[tuple[Limit, ...]] = ()
     inhibits: ClassVar[tuple[str, ...]] = ()
+    incident: ClassVar[str | None] = None
 
     def _counts(self, fleet: FleetView) -> Mapping[int, int]:
         raise NotImplementedError
@@ -354,6 +364,7 @@ class RestartStormRule(_CountRule):
 
     __slots__ = ()
     name = "restart_storm"
+    incident: ClassVar[str | None] = "Restart storm"
     threshold = Limit("restart_alert_threshold", "restarts in the window", 3, 1, 10_000, True)
     window = Limit("restart_window_s", "seconds", 3600, 60, RECENT_RESTARTS_S, True)
     options = (window,)
@@ -399,6 +410,7 @@ class OfflineRule:
 
     __slots__ = ()
     name = "offline"
+    incident: ClassVar[str | None] = "Shard offline"
     threshold = Limit(None, "seconds without heartbeat", 3, 1, 7 * 86400)
     options: ClassVar[tuple[Limit, ...]] = ()
     inhibits: ClassVar[tuple[str, ...]] = ()
@@ -413,7 +425,9 @@ class OfflineRule:
             for shard, seen in fleet.heartbeats.items()
             if seen < seen_after and now - seen > (limit := per_shard.get(shard, fleet_limit))
         )
-        return [Finding(self.name, shard, value, limit) for shard, value, limit in silent]
+        return [
+            Finding(self.name, shard, value, limit, now - value) for shard, value, limit in silent
+        ]
 
     def describe(self, findings: Sequence[Finding], fleet: FleetView, limits: Limits) -> AlertText:
         if len(findings) == 1:
@@ -520,6 +534,7 @@ class DisconnectedRule:
 
     __slots__ = ()
     name = "disconnected"
+    incident: ClassVar[str | None] = "Gateway disconnected"
     threshold = Limit("disconnected_after_s", "seconds disconnected", 120, 10, 86400, True)
     options: ClassVar[tuple[Limit, ...]] = ()
     inhibits: ClassVar[tuple[str, ...]] = ()
@@ -532,7 +547,7 @@ class DisconnectedRule:
             allowance = limit if gateway.last_connect is not None else limit + fleet.full_restart_s
             down = gateway.since_s + max(0.0, now - sample.ts)
             if down > allowance:
-                findings.append(Finding(self.name, shard, down, limit))
+                findings.append(Finding(self.name, shard, down, limit, now - down))
         return findings
 
     def describe(self, findings: Sequence[Finding], fleet: FleetView, limits: Limits) -> AlertText:
@@ -578,6 +593,7 @@ class ZombieRule:
 
     __slots__ = ()
     name = "zombie"
+    incident: ClassVar[str | None] = "Shard receiving no events"
     threshold = Limit("zombie_after_s", "seconds without a dispatch (0: off)", 900, 0, 86400, True)
     options: ClassVar[tuple[Limit, ...]] = ()
     inhibits: ClassVar[tuple[str, ...]] = ()
@@ -605,7 +621,7 @@ class ZombieRule:
             and sample.guilds > 0
         ]
         return [
-            Finding(self.name, shard, value, limit)
+            Finding(self.name, shard, value, limit, now - value)
             for shard, value, limit in silent
             if 0 < limit < value
         ]
@@ -645,6 +661,7 @@ class LoopStallRule:
     threshold = Limit("loop_stall_threshold", "warnings in an hour", 1, 1, 10_000, True)
     options: ClassVar[tuple[Limit, ...]] = ()
     inhibits: ClassVar[tuple[str, ...]] = ()
+    incident: ClassVar[str | None] = None
 
     def judge(self, fleet: FleetView, limits: Limits) -> list[Finding]:
         fleet_limit, per_shard = limits.thresholds(self)
@@ -705,6 +722,7 @@ class IdentifyBudgetRule:
     threshold = Limit("identify_budget_warn", "percent of the daily total left", 25, 1, 100)
     options: ClassVar[tuple[Limit, ...]] = ()
     inhibits: ClassVar[tuple[str, ...]] = ()
+    incident: ClassVar[str | None] = None
 
     @staticmethod
     def verdict(fleet: FleetView) -> BudgetVerdict | None:
@@ -763,6 +781,7 @@ class GatewayOutageRule:
 
     __slots__ = ()
     name = "gateway_outage"
+    incident: ClassVar[str | None] = "Discord gateway outage"
     threshold = Limit("outage_fraction", "fraction of the shards", 0.5, 0.01, 1)
     options: ClassVar[tuple[Limit, ...]] = ()
     inhibits: ClassVar[tuple[str, ...]] = (DisconnectedRule.name,)

@@ -32,6 +32,7 @@ from shardmon.connection import RedisTarget
 from shardmon.keys import DEPLOYMENT_PATTERN, DEPLOYMENT_RULE
 from shardmon.rules import DEFAULT_RULES, Limit, Limits, rule_limits
 from shardmon.sinks import LogSink, Sink
+from shardmon.states import parse_shard_range
 
 __all__ = ["DEFAULT_REDIS_URL", "DISCORD_API_URL", "Settings", "SettingsError", "load_settings"]
 
@@ -103,6 +104,10 @@ class _Settings(BaseSettings):
         default=None, ge=1, le=65535, description="serve /healthz of this process on this port"
     )
     bot_token: SecretStr | None = Field(default=None, description="the reference bot's token")
+    dashboard_token: SecretStr | None = Field(
+        default=None, min_length=16,
+        description="what shardmon dashboard asks of its operators; secret, 16 characters or more",
+    )  # fmt: skip
     operator_commands_hidden: bool = Field(
         default=True, description="hide infrastructure commands from members who lack the rights"
     )
@@ -146,7 +151,7 @@ class _Settings(BaseSettings):
     @classmethod
     def _parse_shard_ids(cls, value: object) -> object:
         """Accept `0,1,2`, `0-3` and `[0, 1]` as well as a list."""
-        return _comma_list(value, _shard_ids, brackets=True)
+        return _comma_list(value, parse_shard_range, brackets=True)
 
     @field_validator("redis_sentinels", mode="before")
     @classmethod
@@ -276,15 +281,6 @@ def _comma_list(
     text = value.strip().strip("[]") if brackets else value
     parts = [part.strip() for part in text.split(",")]
     return [item for part in parts if part or not skip_empty for item in parse(part)]
-
-
-def _shard_ids(part: str) -> list[int]:
-    low, dash, high = part.partition("-")
-    if dash and low.strip().isdigit() and high.strip().isdigit():
-        return list(range(int(low), int(high) + 1))
-    if part.isdigit():
-        return [int(part)]
-    raise ValueError(f"{part!r} is not a shard id or a range like 0-3")
 
 
 def _sentinel(part: str) -> list[tuple[str, int]]:

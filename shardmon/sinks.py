@@ -31,6 +31,9 @@ class Alert:
     epoch: int
     node: str
     ts: float
+    #: When the condition began, where its rule knows (a shard offline since its last
+    #: heartbeat): earlier than `ts` by the rule's threshold.
+    since: float | None = None
 
     @property
     def content(self) -> str:

@@ -11,6 +11,7 @@ from shardmon.models import MalformedData, ProcessMetrics, Sample
 
 __all__ = [
     "ROLLUP_SCALE",
+    "SERIES_FIGURES",
     "FleetSummary",
     "Performance",
     "RestartStats",
@@ -21,6 +22,7 @@ __all__ = [
     "merge_rollups",
     "parse_fleet_fields",
     "restart_stats",
+    "rollup_columns",
     "summarize_fleet",
     "summarize_rollups",
     "summarize_samples",
@@ -102,6 +104,18 @@ def _rollup_spread(buckets: Sequence[Mapping[str, int]], name: str, count: str) 
     )
 
 
+def _valid_bucket(raw: Mapping[str, str]) -> dict[str, int]:
+    """A rollup hash as the write script writes it: integers, with a min and max of each
+    figure it counts; KeyError or ValueError otherwise."""
+    bucket = {key: int(value) for key, value in raw.items()}
+    for name in ("cpu", "mem"):
+        if bucket["n"] and not {f"{name}_min", f"{name}_max"} <= bucket.keys():
+            raise KeyError(name)
+    if bucket.get("lat_n") and not {"lat_min", "lat_max", "lat_sum"} <= bucket.keys():
+        raise KeyError("lat")
+    return bucket
+
+
 def _valid_buckets(raw_buckets: Iterable[Mapping[str, str]]) -> tuple[list[dict[str, int]], int]:
     """The rollup hashes that hold what the write script writes, and how many did not."""
     buckets: list[dict[str, int]] = []
@@ -110,17 +124,45 @@ def _valid_buckets(raw_buckets: Iterable[Mapping[str, str]]) -> tuple[list[dict[
         if not raw:
             continue
         try:
-            bucket = {key: int(value) for key, value in raw.items()}
-            for name in ("cpu", "mem"):
-                if bucket["n"] and not {f"{name}_min", f"{name}_max"} <= bucket.keys():
-                    raise KeyError(name)
-            if bucket.get("lat_n") and not {"lat_min", "lat_max", "lat_sum"} <= bucket.keys():
-                raise KeyError("lat")
+            buckets.append(_valid_bucket(raw))
         except (ValueError, KeyError):
             skipped += 1
-            continue
-        buckets.append(bucket)
     return buckets, skipped
+
+
+#: The columns of `rollup_columns`: a figure's average, peak and low (memory and CPU in
+#: percent, latency in ms), each from its rollup fields and the count it is averaged over.
+SERIES_FIGURES = {"memory": ("mem", "n"), "cpu": ("cpu", "n"), "latency_ms": ("lat", "lat_n")}
+
+
+def rollup_columns(
+    starts: Sequence[int], raw_buckets: Sequence[Mapping[str, str]]
+) -> tuple[dict[str, list[float | None]], int]:
+    """Rollup hashes (one a minute or an hour, oldest first, starting at `starts`) as chart
+    columns: `t`, `samples`, and `<figure>_avg`, `_peak`, `_low` of SERIES_FIGURES, None where
+    a bucket has nothing. Returns them and how many buckets did not parse (left empty)."""
+    columns: dict[str, list[float | None]] = {"t": [float(t) for t in starts], "samples": []}
+    for figure in SERIES_FIGURES:
+        for part in ("avg", "peak", "low"):
+            columns[f"{figure}_{part}"] = []
+    skipped = 0
+    for raw in raw_buckets:
+        bucket: dict[str, int] = {}
+        if raw:
+            try:
+                bucket = _valid_bucket(raw)
+            except (ValueError, KeyError):
+                skipped += 1
+        columns["samples"].append(bucket.get("n", 0))
+        for figure, (name, count) in SERIES_FIGURES.items():
+            n = bucket.get(count, 0)
+            has = n > 0 and f"{name}_sum" in bucket
+            columns[f"{figure}_avg"].append(
+                bucket[f"{name}_sum"] / n / ROLLUP_SCALE if has else None
+            )
+            columns[f"{figure}_peak"].append(bucket[f"{name}_max"] / ROLLUP_SCALE if has else None)
+            columns[f"{figure}_low"].append(bucket[f"{name}_min"] / ROLLUP_SCALE if has else None)
+    return columns, skipped
 
 
 def merge_rollups(raw_buckets: Iterable[Mapping[str, str]]) -> tuple[dict[str, int], int]:

@@ -24,6 +24,7 @@ CORE = [
     "shardmon.config",
     "shardmon.connection",
     "shardmon.failures",
+    "shardmon.incidents",
     "shardmon.journal",
     "shardmon.judge",
     "shardmon.keys",
@@ -34,13 +35,15 @@ CORE = [
     "shardmon.rules",
     "shardmon.sampler",
     "shardmon.sinks",
+    "shardmon.states",
     "shardmon.stats",
     "shardmon.store",
     "shardmon.tasks",
 ]
 #: What the core must not load: the edges' libraries and shardmon's own edges.
 EDGES = ("discord", "aiohttp", "pydantic_settings", "cogs", "shardmon.settings",
-         "shardmon.discordpy", "shardmon.demo", "shardmon.api", "shardmon.cli")  # fmt: skip
+         "shardmon.discordpy", "shardmon.demo", "shardmon.api", "shardmon.cli",
+         "shardmon.web")  # fmt: skip
 
 
 def _is_edge(module: str) -> bool:

@@ -31,7 +31,7 @@ from shardmon.discordpy.embeds import (
 from shardmon.discordpy.sinks import ChannelSink
 from shardmon.discordpy.watch import GatewayWatch
 from shardmon.failures import REDIS_FAILURES, RedisFailure, classify
-from shardmon.gateway import shard_for_guild
+from shardmon.gateway import parse_guild_id, shard_for_guild
 from shardmon.monitor import GatewayStats, build_monitor
 from shardmon.rules import MemoryRule
 from shardmon.settings import Settings
@@ -437,14 +437,13 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
     @app_commands.checks.cooldown(SHARD_RATE, SHARD_PER_S, key=lambda i: i.user.id)
     async def shard(self, interaction: discord.Interaction, server_id: str | None = None) -> None:
         """For every member: the server's shard, up or down, and the fleet in one line."""
-        text = (server_id or "").strip()
-        if text and not (text.isdigit() and 15 <= len(text) <= 20 and int(text) < 2**64):
-            await interaction.response.send_message(
-                "That is not a server id: copy it with Developer Mode on (a number of "
-                "17 to 20 digits).", ephemeral=True,
-            )  # fmt: skip
-            return
-        guild_id = int(text) if text else interaction.guild_id
+        guild_id = interaction.guild_id
+        if server_id and server_id.strip():
+            try:
+                guild_id = parse_guild_id(server_id)
+            except ValueError as exc:
+                await interaction.response.send_message(str(exc), ephemeral=True)
+                return
         if guild_id is None:
             await interaction.response.send_message(
                 "Give a server id to look up its shard (in a server, /shard answers for it).",

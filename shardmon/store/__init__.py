@@ -11,13 +11,17 @@ from __future__ import annotations
 
 from shardmon.store._base import lua
 from shardmon.store.alerting import Leadership, condition, parse_condition
-from shardmon.store.fleet import FleetStatus, FleetStore, LeaderView
+from shardmon.store.fleet import FleetBoard, FleetStatus, FleetStore, LeaderView
+from shardmon.store.history import SPANS, History
 from shardmon.store.restarts import PruneResult, record_restart_sync
 from shardmon.store.samples import GatewayCounts, SampleWrite, ShardInfo
 
 __all__ = [
+    "SPANS",
+    "FleetBoard",
     "FleetStatus",
     "GatewayCounts",
+    "History",
     "LeaderView",
     "Leadership",
     "PruneResult",

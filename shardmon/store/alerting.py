@@ -159,7 +159,10 @@ class AlertStore(StoreBase):
 
     async def recent_alerts(self, limit: int = 20) -> list[dict[str, Any]]:
         """The newest alert records (sent or resolved, with their delivery), newest first."""
-        raw = await self.client.lrange(self.keys.alerts, 0, limit - 1)
+        return self._alert_records(await self.client.lrange(self.keys.alerts, 0, limit - 1))
+
+    def _alert_records(self, raw: Sequence[str | bytes]) -> list[dict[str, Any]]:
+        """Records of the `alerts` list; those that do not parse are skipped and counted."""
         return self._parsed(raw, _parse_alert_record, self.keys.alerts)
 
     async def alert_counts(self) -> dict[tuple[str, str], int]:

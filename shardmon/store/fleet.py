@@ -10,9 +10,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
-from shardmon.keys import FLEET_TTL_S, ROLLUP_HOUR_TTL_S
+from shardmon.keys import ALERTS_CAP, FLEET_TTL_S
 from shardmon.models import MalformedData, Sample, SessionStartLimit, parse_sample
 from shardmon.rules import (
+    DEFAULT_RULES,
     FleetView,
     IdentifyStormRule,
     Limits,
@@ -20,22 +21,22 @@ from shardmon.rules import (
     RestartStormRule,
     Thresholded,
 )
+from shardmon.states import TILE_CODES, FleetGrid, judge_fleet, parse_shard_ranges
 from shardmon.stats import (
     FleetSummary,
     Performance,
     fleet_fields,
-    merge_rollups,
     parse_fleet_fields,
     summarize_fleet,
-    summarize_rollups,
     summarize_samples,
 )
 from shardmon.store._base import heartbeat_map, pairs
-from shardmon.store.alerting import AlertStore, Leadership, parse_condition
+from shardmon.store.alerting import Leadership, parse_condition
+from shardmon.store.history import HistoryStore
 from shardmon.store.restarts import RestartStore
-from shardmon.store.samples import GatewayCounts, SampleStore, minute_of
+from shardmon.store.samples import GatewayCounts, SampleStore
 
-__all__ = ["FleetStatus", "FleetStore", "LeaderView"]
+__all__ = ["FleetBoard", "FleetStatus", "FleetStore", "LeaderView"]
 
 #: IDENTIFYs are judged over the last 24 hours: Discord's session start limit resets daily.
 IDENTIFY_WINDOW_S = 86400
@@ -60,6 +61,20 @@ def _announced(raw: Mapping[str, str], now: float) -> dict[str, float]:
             since = now
         active[str(field)] = since if math.isfinite(since) else now
     return active
+
+
+@dataclass(frozen=True, slots=True)
+class FleetBoard:
+    """The fleet as the dashboard and the status page show it (`fleet_board`)."""
+
+    grid: FleetGrid
+    summary: FleetSummary  # the fleet's figures, without a shard list
+    judged_at: float | None  # the leader tick of the grid and figures; None: judged by the read
+    leadership: Leadership
+    session_limit: SessionStartLimit | None
+    alerts: list[dict[str, Any]]  # newest first
+    active: dict[str, float]  # conditions announced, not yet resolved -> since
+    now: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +113,7 @@ def _floor(limits: Limits, rule: Thresholded) -> int:
     return max(1, math.floor(min([fleet, *per_shard.values()])))
 
 
-class FleetStore(SampleStore, RestartStore, AlertStore):
+class FleetStore(SampleStore, RestartStore, HistoryStore):
     async def leader_view(
         self, limits: Limits, shard_count: int, now: float | None = None
     ) -> LeaderView:
@@ -238,26 +253,100 @@ class FleetStore(SampleStore, RestartStore, AlertStore):
         writes each tick (one small key, whatever the shard count). Where no leader has
         written it within `offline_after_s`, or it does not parse, read every shard instead."""
         now = self.clock.now() if now is None else now
-        raw = await self.client.hgetall(self.keys.fleet)
-        if raw:
-            try:
-                totals = parse_fleet_fields(cast("dict[str, str]", raw))
-                age = now - (totals.measured_at or 0.0)
-                if age < -offline_after_s:  # from the future: a clock or a hand gone wrong
-                    raise MalformedData("fleet figures from the future")
-            except MalformedData:
-                self._count_skipped(self.keys.fleet, 1)
-            else:
-                if age <= offline_after_s:
-                    return totals
-        return await self.fleet_summary(offline_after_s, now=now)
+        raw = cast("dict[str, str]", await self.client.hgetall(self.keys.fleet))
+        totals = self._judged_totals(raw, offline_after_s, now)
+        return totals or await self.fleet_summary(offline_after_s, now=now)
 
-    async def write_fleet_totals(self, summary: FleetSummary) -> None:
-        """Replace the `fleet` hash with `summary` (the leader, each tick)."""
+    def _judged_totals(
+        self, raw: Mapping[str, str], offline_after_s: float, now: float
+    ) -> FleetSummary | None:
+        """The `fleet` hash as a summary, if a leader wrote it within `offline_after_s`; one
+        that does not parse (or comes from the future) is counted and is None."""
+        if not raw:
+            return None
+        try:
+            totals = parse_fleet_fields(raw)
+            age = now - (totals.measured_at or 0.0)
+            if age < -offline_after_s:  # from the future: a clock or a hand gone wrong
+                raise MalformedData("fleet figures from the future")
+        except MalformedData:
+            self._count_skipped(self.keys.fleet, 1)
+            return None
+        return totals if age <= offline_after_s else None
+
+    def _judged_grid(self, states: str | None, nodes_raw: Mapping[str, str]) -> FleetGrid | None:
+        """`shard_states` and `shard_nodes` as a grid; None without states, or when they hold
+        a character that is no state (counted). A node whose ranges do not parse is left
+        out and counted."""
+        if not states:
+            return None
+        if not set(states) <= TILE_CODES:
+            self._count_skipped(self.keys.shard_states, 1)
+            return None
+        nodes: dict[str, str] = {}
+        for node, ranges in nodes_raw.items():
+            try:
+                parse_shard_ranges(ranges, len(states))
+            except MalformedData:
+                self._count_skipped(self.keys.shard_nodes, 1)
+            else:
+                nodes[node] = ranges
+        return FleetGrid(states, nodes)
+
+    async def fleet_board(
+        self, limits: Limits, shard_count: int, alerts: int = ALERTS_CAP, now: float | None = None
+    ) -> FleetBoard:
+        """The fleet as the dashboard and the status page show it, in one round trip: the grid
+        and figures of the leader's last tick, who leads, the IDENTIFY budget, the newest
+        `alerts` records and the conditions announced. Where no leader has judged within
+        `limits.offline_after_s` (every process down, say), the fleet is read and judged
+        here instead (every shard's sample: what the leader's keys spare a page otherwise)."""
+        now = self.clock.now() if now is None else now
+        keys = self.keys
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.get(keys.shard_states)
+            pipe.hgetall(keys.shard_nodes)
+            pipe.hgetall(keys.fleet)
+            pipe.hgetall(keys.session_start_limit)
+            pipe.lrange(keys.alerts, 0, alerts - 1)
+            pipe.hgetall(keys.active_alerts)
+            self._queue_leader(pipe)
+            states, nodes, totals_raw, limit_raw, records, active, *leader = await pipe.execute()
+        totals = self._judged_totals(totals_raw, limits.offline_after_s, now)
+        grid = self._judged_grid(states, nodes) if totals is not None else None
+        if totals is None or grid is None:
+            view = await self.leader_view(limits, shard_count, now=now)
+            limits = replace(limits, overrides=view.overrides)
+            judged = await asyncio.to_thread(judge_fleet, view.fleet, limits, DEFAULT_RULES)
+            totals, grid, judged_at = judged.summary, judged.grid, None
+        else:
+            judged_at = totals.measured_at
+        if len(grid.states) < shard_count:
+            grid = FleetGrid(grid.states.ljust(shard_count, "."), grid.nodes)
+        return FleetBoard(
+            grid=grid,
+            summary=totals,
+            judged_at=judged_at,
+            leadership=self._leadership(*leader),
+            session_limit=self._session_limit(limit_raw),
+            alerts=self._alert_records(records),
+            active=_announced(active, now),
+            now=now,
+        )
+
+    async def write_fleet_totals(self, summary: FleetSummary, grid: FleetGrid) -> None:
+        """Replace the `fleet` hash with `summary`, and `shard_states` and `shard_nodes` with
+        `grid` (the leader, each tick), in one transaction: the grid is as old as `fleet`'s
+        `ts` says."""
+        keys = self.keys
         async with self.client.pipeline(transaction=True) as pipe:
-            pipe.delete(self.keys.fleet)
-            pipe.hset(self.keys.fleet, mapping=dict[Any, str](fleet_fields(summary)))
-            pipe.expire(self.keys.fleet, FLEET_TTL_S)
+            pipe.delete(keys.fleet, keys.shard_nodes)
+            pipe.hset(keys.fleet, mapping=dict[Any, str](fleet_fields(summary)))
+            pipe.set(keys.shard_states, grid.states, ex=FLEET_TTL_S)
+            if grid.nodes:
+                pipe.hset(keys.shard_nodes, mapping=dict[Any, str](grid.nodes))
+                pipe.expire(keys.shard_nodes, FLEET_TTL_S)
+            pipe.expire(keys.fleet, FLEET_TTL_S)
             await pipe.execute()
 
     async def shard_performance(self, shard: int) -> Performance:
@@ -266,50 +355,6 @@ class FleetStore(SampleStore, RestartStore, AlertStore):
         raw = await self.client.lrange(key, 0, -1)
         samples = self._parsed(raw, parse_sample, key)
         return summarize_samples(samples, skipped=len(raw) - len(samples))
-
-    async def fleet_performance(
-        self, window_s: float = 3600, now: float | None = None
-    ) -> Performance:
-        """The fleet over the last `window_s` from the minute rollups: one HGETALL a minute,
-        whatever the number of shards."""
-        now = self.clock.now() if now is None else now
-        minutes = range(minute_of(now - window_s) + 60, minute_of(now) + 60, 60)
-        return await self._rollups([self.keys.rollup_minute(minute) for minute in minutes])
-
-    async def fleet_performance_hours(self, hours: int, now: float | None = None) -> Performance:
-        """The fleet over the last `hours` hours from the hourly rollups (24 keys a day)."""
-        now = self.clock.now() if now is None else now
-        current = int(now // 3600 * 3600)
-        span = range(current - (hours - 1) * 3600, current + 3600, 3600)
-        return await self._rollups([self.keys.rollup_hour(hour) for hour in span])
-
-    async def _rollups(self, keys: list[str]) -> Performance:
-        async with self.client.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.hgetall(key)
-            performance = summarize_rollups(await pipe.execute())
-        if performance.skipped:
-            self._count_skipped(self.keys.rollup_minute_pattern, performance.skipped)
-        return performance
-
-    async def roll_up_hour(self, hour_start: int) -> int:
-        """Recompute `rollup:h:<hour>` from that hour's 60 minute rollups and keep it 30 days.
-        Idempotent: the leader may run it every tick. Returns the samples it holds."""
-        async with self.client.pipeline(transaction=False) as pipe:
-            for minute in range(hour_start, hour_start + 3600, 60):
-                pipe.hgetall(self.keys.rollup_minute(minute))
-            merged, skipped = merge_rollups(await pipe.execute())
-        if skipped:
-            self._count_skipped(self.keys.rollup_minute_pattern, skipped)
-        if not merged.get("n"):
-            return 0
-        key = self.keys.rollup_hour(hour_start)
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.delete(key)
-            pipe.hset(key, mapping={k: str(v) for k, v in merged.items()})
-            pipe.expire(key, ROLLUP_HOUR_TTL_S)
-            await pipe.execute()
-        return merged["n"]
 
     async def key_counts(self) -> dict[str, int]:
         """Layout name -> how many such keys exist (a family) or its length (a single key)."""
