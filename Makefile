@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test lint redis-server promtool faketime bench clean
+.PHONY: demo test lint redis-server promtool faketime chromium bench clean
 
 $(STAMP): pyproject.toml
 	@python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
@@ -43,6 +43,15 @@ faketime:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq faketime >/dev/null; }
 
+# The dashboard's tests and benchmark drive Debian's chromium through Playwright (which downloads
+# no browser of its own); the emoji font shows the alert titles as a bot operator's browser does.
+chromium:
+	@command -v chromium >/dev/null 2>&1 && fc-list 2>/dev/null | grep -qi 'color emoji' || { \
+	  echo "chromium or its emoji font not found: installing Debian's packages"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install \
+	    -y -qq --no-install-recommends chromium fonts-noto-color-emoji fonts-dejavu-core >/dev/null; }
+
 demo: $(STAMP)
 	$(VENV)/bin/shardmon demo
 
@@ -52,11 +61,11 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 	MYPYPATH=benchmarks $(VENV)/bin/mypy benchmarks
 
-test: $(STAMP) redis-server promtool faketime lint
+test: $(STAMP) redis-server promtool faketime chromium lint
 	$(VENV)/bin/pytest
 
 # Every benchmark script, each against a private redis-server it starts itself.
-bench: $(STAMP) redis-server
+bench: $(STAMP) redis-server chromium
 	@for script in benchmarks/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
 clean:

@@ -218,6 +218,63 @@ async def serve_exporter(settings: Settings, host: str, port: int) -> None:
         await client.aclose()
 
 
+def board_settings(settings: Settings, refresh_s: float) -> Any:
+    """What the dashboard's pages need of the settings."""
+    from shardmon.web import BoardSettings
+
+    return BoardSettings(
+        deployment=settings.deployment,
+        system_name=settings.system_name,
+        shard_count=settings.shard_count,
+        limits=settings.limits,
+        warn_level=settings.warn_level,
+        clock_skew_warn_s=settings.clock_skew_warn_s,
+        refresh_s=refresh_s,
+    )
+
+
+async def serve_dashboard(settings: Settings, args: argparse.Namespace) -> None:
+    """The dashboard (or the status page alone) until SIGTERM or SIGINT."""
+    from shardmon.web import BindingRefused, check_binding, make_app, start
+
+    token = settings.dashboard_token
+    try:
+        check_binding(args.host, token=token is not None, public=args.public,
+                      status_page_only=args.status_page)  # fmt: skip
+    except BindingRefused as exc:
+        raise SettingsError(str(exc)) from None
+    client = create_redis(settings.redis_target(), timeout_s=3)
+    app = make_app(
+        client,
+        Keys(settings.deployment),
+        board_settings(settings, args.refresh),
+        token=None if token is None else token.get_secret_value(),
+        status_page_only=args.status_page,
+    )
+    try:
+        runner = await start(app, args.host, args.port)
+    except OSError as exc:  # a busy port: not Redis's doing
+        await client.aclose()
+        raise CliError(f"cannot serve on {args.host}:{args.port}: {exc}") from None
+    base = f"http://{args.host}:{args.port}"
+    if args.status_page:
+        print(f"serving the status page {base}/status for deployment {settings.deployment}")
+    else:
+        guard = "asks for SHARDMON_DASHBOARD_TOKEN" if token else "open to whoever reaches it"
+        print(f"serving the dashboard {base}/ ({guard}) and the status page {base}/status "
+              f"for deployment {settings.deployment}")  # fmt: skip
+    sys.stdout.flush()
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    try:
+        await stopping.wait()
+    finally:
+        await runner.cleanup()
+        await client.aclose()
+
+
 def doctor(args: argparse.Namespace) -> int:
     """Check settings, journal, Redis and (with a bot token) Discord; exit with the worst level."""
     from shardmon.doctor import Finding, Level, check_journal, exit_code, report
@@ -338,6 +395,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--port", type=_bounded_int(1, 65535), default=9108, help="port (9108)")
     e.add_argument("--host", default="127.0.0.1", help="address (127.0.0.1; 0.0.0.0 in containers)")
+    db = commands.add_parser(
+        "dashboard",
+        help="serve the live dashboard and the public status page",
+        description="Serve the operator's live dashboard (/) and the public status page "
+        "(/status) of the fleet, read from Redis. Beyond 127.0.0.1 the dashboard needs "
+        "SHARDMON_DASHBOARD_TOKEN, --public, or --status-page.",
+    )
+    db.add_argument("--port", type=_bounded_int(1, 65535), default=9110, help="port (9110)")
+    db.add_argument("--host", default="127.0.0.1", help="address (127.0.0.1)")
+    db.add_argument(
+        "--status-page",
+        action="store_true",
+        help="serve the public status page alone (safe to expose)",
+    )
+    db.add_argument(
+        "--public", action="store_true", help="serve the dashboard beyond loopback without a token"
+    )
+    db.add_argument("--refresh", type=_duration, default=5.0,
+                    help="seconds between the pages' updates (5)")  # fmt: skip
     d = commands.add_parser("demo", help="a monitored fleet with synthetic load",
                             description="Run a fleet of shard processes with synthetic load "
                             "against SHARDMON_REDIS_URL or an embedded Redis.")  # fmt: skip
@@ -371,6 +447,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return log_restart(settings, args)
         if args.command == "exporter":
             asyncio.run(serve_exporter(settings, args.host, args.port))
+            return 0
+        if args.command == "dashboard":
+            asyncio.run(serve_dashboard(settings, args))
             return 0
         result = asyncio.run(_run_read(args.command, settings, args))
     except SettingsError as exc:
