@@ -156,7 +156,8 @@ def make_app(
         except REDIS_FAILURES as exc:
             failure = classify(exc)
             log.warning("dashboard %s: Redis %s", request.path, failure)
-            if not request.get("operator"):  # the public hears no more than that
+            if not getattr(request.match_info.handler, "for_operators", False):
+                # the public hears no more than that
                 response = _json({"error": "The status is unavailable right now."}, 503)
             elif failure.outage:
                 response = _json({"error": f"Redis is unreachable ({failure}): retrying"}, 503)
@@ -181,9 +182,9 @@ def make_app(
                     text=_LOGIN_PAGE.format(message="This dashboard asks for its token."),
                     content_type="text/html",
                 )
-            request["operator"] = True
             return await handler(request)
 
+        checked.for_operators = True  # type: ignore[attr-defined]
         return checked
 
     async def dashboard_page(request: web.Request) -> web.StreamResponse:

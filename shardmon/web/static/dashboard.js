@@ -12,6 +12,8 @@
   const MAX_GROUPS = 100;
   //: How often each span's history is read again, in seconds.
   const HISTORY_EVERY = { hour: 15, day: 300, month: 300 };
+  //: A line with this many points or fewer shows each as a dot.
+  const SPARSE_POINTS = 40;
 
   const state = {
     fleet: null,
@@ -74,7 +76,7 @@
     const nodes = fleet.nodes.map((node) => ({ node: node.node, shards: parseRanges(node.shards) }));
     if (nodes.length <= MAX_GROUPS) {
       return nodes.map((node) => ({
-        label: node.node === null ? "never seen" : `${node.node} (${node.shards.length})`,
+        label: `${node.node === null ? "never seen" : node.node} (${node.shards.length})`,
         shards: node.shards,
       }));
     }
@@ -293,15 +295,20 @@
     };
   }
 
+  /** Dots on a line with few points: a young fleet's hour has a minute or two of data. */
+  function sparse(u, seriesIdx) {
+    return u.data[seriesIdx].filter((value) => value != null).length <= SPARSE_POINTS;
+  }
+
   function newChart(id, unit, kind, marks) {
     const container = $(id);
     const series = kind === "bars"
       ? [{}, { label: "restarts", fill: paletteColour("accent"), stroke: paletteColour("accent"), paths: uPlot.paths.bars({ size: [0.8, 30] }), points: { show: false } }]
       : [
         {},
-        { label: "average", stroke: paletteColour("accent"), width: 2 },
-        { label: "peak", stroke: paletteColour("offline"), width: 1, dash: [5, 4] },
-        { label: "low", stroke: paletteColour("up"), width: 1, dash: [5, 4] },
+        { label: "average", stroke: paletteColour("accent"), width: 2, points: { show: sparse, size: 6 } },
+        { label: "peak", stroke: paletteColour("offline"), width: 1, dash: [5, 4], points: { show: sparse } },
+        { label: "low", stroke: paletteColour("up"), width: 1, dash: [5, 4], points: { show: sparse } },
       ];
     const options = {
       width: Math.max(280, container.clientWidth),

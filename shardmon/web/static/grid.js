@@ -172,7 +172,7 @@
     outline(shard) {
       const point = this.centre(shard);
       if (!point) return;
-      const ctx = this.canvas.getContext("2d"), half = this.size / 2 + 2;
+      const ctx = this.canvas.getContext("2d"), half = this.size / 2 + 1;
       ctx.lineWidth = 2;
       ctx.strokeStyle = "#1d2330";
       ctx.strokeRect(point.x - half, point.y - half, half * 2, half * 2);
