@@ -54,6 +54,8 @@ class Performance:
     #: Oldest-first averages over time (a minute a point for the fleet), for sparklines.
     memory_trend: tuple[float, ...] = ()
     cpu_trend: tuple[float, ...] = ()
+    #: When each point of the trends was taken, where known (a shard's samples).
+    trend_times: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +91,7 @@ def summarize_samples(samples: Sequence[ProcessMetrics], skipped: int = 0) -> Pe
         skipped=skipped,
         memory_trend=tuple(s.memory for s in reversed(samples)),
         cpu_trend=tuple(s.cpu for s in reversed(samples)),
+        trend_times=tuple(s.ts for s in reversed(samples)),
     )
 
 

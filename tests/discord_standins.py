@@ -24,6 +24,7 @@ class Reply:
     embed: discord.Embed | None
     ephemeral: bool
     view: discord.ui.View | None
+    file: discord.File | None = None
 
 
 @dataclass
@@ -51,10 +52,14 @@ class RecordedInteraction:
         embed: discord.Embed | None = None,
         ephemeral: bool = False,
         view: Any = discord.utils.MISSING,
+        file: Any = discord.utils.MISSING,
     ) -> None:
         self.replies.append(
-            Reply(content, embed, ephemeral, None if view is discord.utils.MISSING else view)
-        )
+            Reply(
+                content, embed, ephemeral, None if view is discord.utils.MISSING else view,
+                None if file is discord.utils.MISSING else file,
+            )
+        )  # fmt: skip
 
 
 class ToLocal(AbstractResolver):

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import redis
 
 from shardmon.models import RestartEvent, Sample, new_event
+
+
+def artifacts() -> Path:
+    """Where tests leave what a person should look at (screenshots, charts): test-artifacts/
+    at the top of the tree, or $SHARDMON_TEST_ARTIFACTS."""
+    root = Path(__file__).resolve().parent.parent
+    folder = Path(os.environ.get("SHARDMON_TEST_ARTIFACTS", root / "test-artifacts"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def sample(shard: int = 0, ts: float | None = None, **fields: Any) -> Sample:

@@ -261,6 +261,7 @@ def test_every_invalid_setting_fails_at_start_naming_it(monkeypatch: pytest.Monk
         "DISCONNECTED_AFTER_S": "5", "ZOMBIE_AFTER_S": "-1", "LOOP_STALL_THRESHOLD": "0",
         "IDENTIFY_BUDGET_WARN": "101", "OUTAGE_FRACTION": "1.5",
         "CLOCK_SKEW_WARN_S": "0", "DISCORD_API_URL": "discord.com",
+        "DASHBOARD_TOKEN": "too short",
     }  # fmt: skip
     fields = {name.upper() for name in Settings.model_fields}
     untested = (

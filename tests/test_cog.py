@@ -4,6 +4,7 @@ command tree, real Embeds; fleet data written to a real Redis by real monitors."
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import re
@@ -18,10 +19,13 @@ import pytest
 import redis.asyncio as aioredis
 from discord.ext import commands
 from discord_standins import LocalDiscord, RecordedInteraction, self_signed
+from helpers import artifacts
+from PIL import Image
 
 from cogs.shardmon import ShardmonCog
 from shardmon import api
 from shardmon.connection import create_redis
+from shardmon.discordpy import cog as cog_module
 from shardmon.discordpy.sinks import ChannelSink
 from shardmon.keys import Keys
 from shardmon.monitor import GatewayStats, build_monitor
@@ -216,6 +220,30 @@ async def test_performance_for_the_fleet_and_one_shard_with_sparklines(
     shard_fields = {f.name: f.value for f in shard_embed.fields}
     assert shard_fields["Gateway latency"] == "avg 41.0 ms · peak 41.0 ms · low 41.0 ms"
     assert re.fullmatch(r"`[▁▂▃▄▅▆▇█]{3}`", shard_fields["CPU trend"])
+    # with the charts extra (installed for the tests), each embed shows its window as a PNG
+    for name, reply in (("fleet", fleet.replies[0]), ("shard", shard.replies[0])):
+        assert reply.file is not None and reply.file.filename == "performance.png"
+        assert reply.embed is not None and reply.embed.image.url == "attachment://performance.png"
+        png = reply.file.fp.read()
+        with Image.open(io.BytesIO(png)) as image:
+            assert image.format == "PNG" and image.size == (800, 360)
+        (artifacts() / f"performance-{name}.png").write_bytes(png)  # to look at
+
+
+async def test_performance_without_the_charts_extra_is_its_embed_alone(
+    cog: ShardmonCog,
+    settings: Settings,
+    client: aioredis.Redis,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await _fleet(settings, client, tmp_path)
+    monkeypatch.setattr(cog_module, "CHARTS", False)  # as where matplotlib is not installed
+    interaction = RecordedInteraction()
+    await cog.performance.callback(cog, interaction, None)  # type: ignore[arg-type]
+    [reply] = interaction.replies
+    assert reply.file is None and reply.embed is not None and not reply.embed.image.url
+    assert {f.name for f in reply.embed.fields} >= {"Samples", "Memory", "Memory trend"}
 
 
 async def test_performance_of_a_shard_that_does_not_exist(cog: ShardmonCog) -> None:

@@ -73,3 +73,35 @@ async def test_a_shard_that_disconnects_in_simcord_is_alerted_and_resolved_once(
             ("alert", "disconnected", [1]), ("resolved", "disconnected", [1]),
         ]  # fmt: skip
         await bot.remove_cog(cog.qualified_name)
+
+
+async def test_performance_in_simcord_uploads_its_chart_through_discord_py(
+    settings: Settings, client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/performance with the charts extra: discord.py uploads the PNG with the followup, and
+    Discord holds it as the attachment the embed's image names."""
+    monkeypatch.setenv("SHARDMON_OPERATOR_CHECK", "manage_guild")  # the guild's owner is one
+    settings = load_settings()
+    bot = commands.AutoShardedBot(command_prefix="!", intents=discord.Intents.default(),
+                                  shard_ids=[0, 1], shard_count=2)  # fmt: skip
+    cog = ShardmonCog(bot, settings, client)
+
+    async def setup_hook() -> None:
+        await bot.add_cog(cog)
+
+    bot.setup_hook = setup_hook  # type: ignore[method-assign]
+    async with simcord.run(bot) as env:
+        await bot.tree.sync()
+        owner = env.create_user("owner")
+        guild = env.create_guild("ops", shard_id=0, owner=owner)
+        channel = guild.create_text_channel("general")
+        await env.advance_time(90)  # three samples a shard, virtual
+        answer = (await guild.add_member(owner).slash(channel, "performance")).response
+        assert answer is not None and answer.ephemeral  # not an operator guild: to the asker
+        [embed] = answer.embeds
+        assert embed.title == "📈 Performance: whole fleet, last hour"
+        assert embed.image.url == "attachment://performance.png"
+        [attachment] = answer.attachments
+        assert attachment.filename == "performance.png"
+        assert (await attachment.read()).startswith(b"\x89PNG\r\n\x1a\n")
+        await bot.remove_cog(cog.qualified_name)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import os
 import shutil
 import socket
 import time
@@ -20,7 +19,7 @@ from typing import Any
 import pytest
 import redis
 from aiohttp.test_utils import TestServer
-from helpers import event
+from helpers import artifacts, event
 from playwright.async_api import Browser, Page, async_playwright
 
 from shardmon.connection import create_redis
@@ -46,13 +45,6 @@ CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
-
-
-@pytest.fixture
-def artifacts() -> Path:
-    folder = Path(os.environ.get("SHARDMON_TEST_ARTIFACTS", ROOT / "test-artifacts"))
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 @pytest.fixture
@@ -166,7 +158,6 @@ async def test_the_dashboard_shows_the_fleet_and_follows_it_live(
     fleet: LocalFleet,
     dashboard: str,
     redis_url: str,
-    artifacts: Path,
 ) -> None:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     await _wait_states(client, "UUUUU.")
@@ -228,7 +219,7 @@ async def test_the_dashboard_shows_the_fleet_and_follows_it_live(
     restarts = await page.evaluate("window.shardmon.charts.restarts.data[1]")
     assert sum(restarts) == 4 + 5  # the crash loop, and the startups of the five nodes
     assert await page.locator("#leader").text_content() in {fleet.node(s) for s in range(5)}
-    await page.screenshot(path=str(artifacts / "dashboard.png"), full_page=True)
+    await page.screenshot(path=str(artifacts() / "dashboard.png"), full_page=True)
 
     # live: shard 2's process dies; the page turns its tile red without a reload
     fleet.kill(2)
@@ -236,7 +227,7 @@ async def test_the_dashboard_shows_the_fleet_and_follows_it_live(
     await _until(page, "colour => window.shardmon.grid.colourAt(2) === colour", offline)
     # shard 0 resumes (its gateway is down, not yet past the threshold), shard 2 is offline
     assert await page.locator("#shards-detail").text_content() == "1 disconnected · 1 offline"
-    await page.screenshot(path=str(artifacts / "dashboard-shard-down.png"), full_page=True)
+    await page.screenshot(path=str(artifacts() / "dashboard-shard-down.png"), full_page=True)
     assert not errors
 
 
@@ -245,7 +236,6 @@ async def test_the_status_page_finds_a_servers_shard_and_shows_nothing_private(
     fleet: LocalFleet,
     dashboard: str,
     redis_url: str,
-    artifacts: Path,
 ) -> None:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     await _wait_states(client, "UUUUU.")
@@ -274,7 +264,7 @@ async def test_the_status_page_finds_a_servers_shard_and_shows_nothing_private(
     result = await page.locator("#find-result").text_content() or ""
     assert result.startswith(f"Server {server} is on shard 3 of 6: up, latency ")
     assert await page.evaluate("window.shardmon.grid.highlighted") == 3
-    await page.screenshot(path=str(artifacts / "status-page.png"), full_page=True)
+    await page.screenshot(path=str(artifacts() / "status-page.png"), full_page=True)
     await page.fill("#server", "not an id")
     await page.click("#find button")
     await _until(page, "() => window.shardmon.found === null")

@@ -6,6 +6,7 @@ It holds no Redis command: everything goes through the library's monitor and sto
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import math
 from collections import Counter
@@ -20,6 +21,7 @@ from discord.ext import commands, tasks
 from shardmon.api import claim_process_startup, install_crash_hook
 from shardmon.connection import create_redis
 from shardmon.discordpy.access import REFUSAL, NotAnOperator, OperatorAccess
+from shardmon.discordpy.charts import CHART_FILE, CHARTS, performance_png
 from shardmon.discordpy.embeds import (
     performance_embed,
     public_shard_embed,
@@ -33,12 +35,16 @@ from shardmon.discordpy.watch import GatewayWatch
 from shardmon.failures import REDIS_FAILURES, RedisFailure, classify
 from shardmon.gateway import parse_guild_id, shard_for_guild
 from shardmon.monitor import GatewayStats, build_monitor
-from shardmon.rules import MemoryRule
+from shardmon.rules import CpuRule, MemoryRule
 from shardmon.settings import Settings
 
 __all__ = ["ShardmonCog"]
 
 log = logging.getLogger(__name__)
+
+#: What a command's builder hands `_answer`: an embed, pages of embeds, or an embed with its
+#: chart (None: none drawn).
+Answer = discord.Embed | list[discord.Embed] | tuple[discord.Embed, discord.File | None]
 
 #: /restarts shows between 1 and 50 events.
 RESTARTS_MIN, RESTARTS_MAX = 1, 50
@@ -321,7 +327,7 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
     async def _answer(
         self,
         interaction: discord.Interaction,
-        build: Callable[[], Awaitable[discord.Embed | list[discord.Embed]]],
+        build: Callable[[], Awaitable[Answer]],
     ) -> None:
         """Defer at once (Discord allows 3 s), then send what `build` made, or a polite error:
         in the channel in an operator guild, else to the operator alone (a public server's
@@ -338,6 +344,10 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
                 PagesView(built, interaction.user.id) if len(built) > 1 else discord.utils.MISSING
             )
             await interaction.followup.send(embed=built[0], view=view, ephemeral=private)
+        elif isinstance(built, tuple):  # an embed and its chart
+            embed, chart = built
+            file = discord.utils.MISSING if chart is None else chart
+            await interaction.followup.send(embed=embed, file=file, ephemeral=private)
         else:
             await interaction.followup.send(embed=built, ephemeral=private)
 
@@ -418,16 +428,42 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
             )
             return
 
-        async def build() -> discord.Embed:
+        async def build() -> tuple[discord.Embed, discord.File | None]:
             if shard is None:
-                performance = await self.store.fleet_performance(window_s=3600)
-                return performance_embed(performance, scope="whole fleet, last hour")
-            performance = await self.store.shard_performance(shard)
-            return performance_embed(
-                performance, scope=f"shard {shard}, last {performance.samples} samples"
-            )
+                history = await self.store.history("hour")
+                embed = performance_embed(history.performance, scope="whole fleet, last hour")
+                c = history.columns
+                chart = await self._chart(
+                    "Whole fleet, last hour (minute rollups)", c["t"], c["memory_avg"],
+                    c["cpu_avg"], memory_band=(c["memory_peak"], c["memory_low"]),
+                    cpu_band=(c["cpu_peak"], c["cpu_low"]),
+                )  # fmt: skip
+            else:
+                performance = await self.store.shard_performance(shard)
+                scope = f"shard {shard}, last {performance.samples} samples"
+                embed = performance_embed(performance, scope=scope)
+                chart = await self._chart(
+                    f"Shard {shard}, last {performance.samples} samples",
+                    performance.trend_times, performance.memory_trend, performance.cpu_trend,
+                )  # fmt: skip
+            if chart is None:
+                return embed, None
+            embed.set_image(url=f"attachment://{CHART_FILE}")
+            return embed, discord.File(io.BytesIO(chart), filename=CHART_FILE)
 
         await self._answer(interaction, build)
+
+    async def _chart(self, title: str, *series: Any, **bands: Any) -> bytes | None:
+        """/performance's PNG, drawn in a worker thread (None without the charts extra); a
+        chart that fails is logged and left out: the embed goes on its own."""
+        if not CHARTS:
+            return None
+        limits = (self.limits.threshold(MemoryRule()), self.limits.threshold(CpuRule()))
+        try:
+            return await asyncio.to_thread(performance_png, title, *series, limits=limits, **bands)
+        except Exception:
+            log.exception("/performance: the chart could not be drawn")
+            return None
 
     @app_commands.command(
         name="shard", description="Which shard serves this server, and whether it is up"

@@ -29,12 +29,13 @@ class History:
     """The fleet over a span, oldest first, for charts: `columns` has `t` (each bucket's
     start), `samples`, the average, peak and low of memory, CPU and latency, and `restarts`
     (events that began in the bucket); `storms` are the restart storm alerts sent in the span
-    (`ts` and `shards`)."""
+    (`ts` and `shards`); `performance` sums the span up, as /performance shows it."""
 
     span: str
     bucket_s: int
     columns: dict[str, list[float | None]]
     storms: list[dict[str, Any]]
+    performance: Performance
 
 
 class HistoryStore(AlertStore):
@@ -78,9 +79,10 @@ class HistoryStore(AlertStore):
             for start in starts:
                 pipe.zcount(self.keys.restarts, start, f"({start + bucket_s}")
             replies = await pipe.execute()
-        columns, skipped = rollup_columns(starts, replies[: len(starts)])
-        if skipped:
-            self._count_skipped(self.keys.rollup_minute_pattern, skipped)
+        performance = summarize_rollups(replies[: len(starts)])
+        columns, _ = rollup_columns(starts, replies[: len(starts)])  # the same buckets skipped
+        if performance.skipped:
+            self._count_skipped(self.keys.rollup_minute_pattern, performance.skipped)
         columns["restarts"] = [float(count) for count in replies[len(starts) :]]
         storms = [
             {"ts": record["ts"], "shards": record["shards"]}
@@ -89,7 +91,8 @@ class HistoryStore(AlertStore):
             and record["kind"] == "alert"
             and record["ts"] >= starts[0]
         ]
-        return History(span, bucket_s, columns, sorted(storms, key=lambda s: s["ts"]))
+        storms.sort(key=lambda storm: float(storm["ts"]))
+        return History(span, bucket_s, columns, storms, performance)
 
     async def roll_up_hour(self, hour_start: int) -> int:
         """Recompute `rollup:h:<hour>` from that hour's 60 minute rollups and keep it 30 days.
