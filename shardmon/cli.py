@@ -218,24 +218,9 @@ async def serve_exporter(settings: Settings, host: str, port: int) -> None:
         await client.aclose()
 
 
-def board_settings(settings: Settings, refresh_s: float) -> Any:
-    """What the dashboard's pages need of the settings."""
-    from shardmon.web import BoardSettings
-
-    return BoardSettings(
-        deployment=settings.deployment,
-        system_name=settings.system_name,
-        shard_count=settings.shard_count,
-        limits=settings.limits,
-        warn_level=settings.warn_level,
-        clock_skew_warn_s=settings.clock_skew_warn_s,
-        refresh_s=refresh_s,
-    )
-
-
 async def serve_dashboard(settings: Settings, args: argparse.Namespace) -> None:
     """The dashboard (or the status page alone) until SIGTERM or SIGINT."""
-    from shardmon.web import BindingRefused, check_binding, make_app, start
+    from shardmon.web import BindingRefused, BoardSettings, check_binding, make_app, start
 
     token = settings.dashboard_token
     try:
@@ -247,7 +232,7 @@ async def serve_dashboard(settings: Settings, args: argparse.Namespace) -> None:
     app = make_app(
         client,
         Keys(settings.deployment),
-        board_settings(settings, args.refresh),
+        BoardSettings.of(settings, args.refresh),
         token=None if token is None else token.get_secret_value(),
         status_page_only=args.status_page,
     )

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -64,14 +68,29 @@ def test_demo_falls_back_to_fakeredis_without_redis_server(tmp_path: Path) -> No
         if key != "PATH" and not key.startswith("SHARDMON_")
     }
     env["PATH"] = str(Path(sys.executable).parent)  # the venv only: no redis-server there
-    done = subprocess.run(
+    demo = subprocess.Popen(
         [sys.executable, "-m", "shardmon.cli", "demo", "--shards", "3", "--duration", "30"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    assert "using an embedded fakeredis" in done.stdout
+    try:
+        assert demo.stdout is not None
+        lines = [demo.stdout.readline(), demo.stdout.readline()]
+        # the dashboard is served before the fleet starts, and answers while it runs
+        found = re.search(r"dashboard: (http://127\.0\.0\.1:\d+/)", lines[1])
+        assert found, lines
+        time.sleep(3)
+        with urllib.request.urlopen(f"{found[1]}api/fleet", timeout=10) as answer:
+            fleet = json.load(answer)
+        assert fleet["deployment"] == "demo" and len(fleet["states"]) == 3
+        with urllib.request.urlopen(f"{found[1]}status", timeout=10) as answer:
+            assert answer.status == 200 and b"Find my shard" in answer.read()
+        out, err = demo.communicate(timeout=120)
+    finally:
+        demo.kill()
+    assert demo.returncode == 0, err
+    assert "using an embedded fakeredis" in lines[0]
     for step in SCENARIO:
-        assert step in done.stdout
+        assert step in out
 
 
 @pytest.mark.parametrize("prefer_server", [True, False], ids=["redis-server", "fakeredis"])

@@ -21,23 +21,29 @@ from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
 from pathlib import Path
 
+import redis.asyncio as aioredis
+from aiohttp import web
+
 from shardmon import views
 from shardmon.collector import Collector
 from shardmon.connection import create_redis, redact_url
 from shardmon.demo.__main__ import GATEWAY_BACK, GATEWAY_DROP
-from shardmon.demo.embedded import embedded_redis
+from shardmon.demo.embedded import embedded_redis, free_port
 from shardmon.demo.fleet import LocalFleet
 from shardmon.keys import Keys
 from shardmon.models import SessionStartLimit
 from shardmon.settings import Settings, load_settings
 from shardmon.store import Store
 from shardmon.tasks import TaskSet
+from shardmon.web import BoardSettings, make_app, start
 
 __all__ = ["run_demo"]
 
 #: A crash-looping demo shard dies this long after it starts, three times.
 CRASH_AFTER_S = 2.0
 LEASE_S = 5.0
+#: The demo's dashboard refreshes this often: a second, to follow the scenario.
+DASHBOARD_REFRESH_S = 1.0
 #: The demo's gateway drop is alerted after this long (the setting's least: 10 s).
 DISCONNECTED_AFTER_S = 10
 
@@ -281,6 +287,32 @@ class _Demo:
         await self.client.aclose()
 
 
+class _Dashboard:
+    """`shardmon dashboard` beside the fleet, on a free loopback port, in the demo's loop."""
+
+    def __init__(self, runner: web.AppRunner, client: aioredis.Redis) -> None:
+        self.runner = runner
+        self.client = client
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
+        await self.client.aclose()
+
+
+async def serve_dashboard(url: str, settings: Settings) -> _Dashboard:
+    """Serve the dashboard of the demo's deployment and say where, before the fleet starts."""
+    client = create_redis(url)
+    app = make_app(
+        client, Keys(settings.deployment), BoardSettings.of(settings, DASHBOARD_REFRESH_S)
+    )
+    port = free_port()
+    runner = await start(app, "127.0.0.1", port)
+    print(f"dashboard: http://127.0.0.1:{port}/ and the status page http://127.0.0.1:{port}/status "
+          "(open them now: the gateway drop, the storm, the spike and the failover show there)",
+          flush=True)  # fmt: skip
+    return _Dashboard(runner, client)
+
+
 def run_demo(shards: int = 4, duration_s: float = 60) -> bool:
     """Run the demo against `SHARDMON_REDIS_URL`, or an embedded Redis when none is set, in
     the deployment `demo` (never a real one). True when every step of the scenario happened."""
@@ -299,12 +331,20 @@ def run_demo(shards: int = 4, duration_s: float = 60) -> bool:
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="shardmon-demo-")))
         demo = _Demo(url, shards, duration_s, folder, deployment)
         view_settings = settings.model_copy(
-            update={"deployment": deployment, "shard_count": shards}
+            update={
+                "deployment": deployment,
+                "shard_count": shards,
+                "system_name": "shardmon demo bot",
+            }
         )
 
         async def scenario() -> None:
-            await demo.run()
-            await demo.summary(view_settings)
+            dashboard = await serve_dashboard(url, view_settings)
+            try:
+                await demo.run()
+                await demo.summary(view_settings)
+            finally:
+                await dashboard.close()
 
         try:
             asyncio.run(scenario())

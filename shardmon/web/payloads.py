@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shardmon.incidents import incidents
 from shardmon.models import RestartEvent, Sample
@@ -20,6 +20,9 @@ from shardmon.rules import CpuRule, Limits, MemoryRule, connection_state
 from shardmon.states import TILE_STATES, format_shard_ranges, parse_shard_ranges, shard_code
 from shardmon.stats import Spread, clock_skews
 from shardmon.store import FleetBoard, GatewayCounts, History
+
+if TYPE_CHECKING:
+    from shardmon.settings import Settings
 
 __all__ = [
     "PUBLIC_FIELDS",
@@ -62,6 +65,19 @@ class BoardSettings:
     warn_level: float
     clock_skew_warn_s: float
     refresh_s: float
+
+    @classmethod
+    def of(cls, settings: Settings, refresh_s: float) -> BoardSettings:
+        """What the pages need of `settings`."""
+        return cls(
+            deployment=settings.deployment,
+            system_name=settings.system_name,
+            shard_count=settings.shard_count,
+            limits=settings.limits,
+            warn_level=settings.warn_level,
+            clock_skew_warn_s=settings.clock_skew_warn_s,
+            refresh_s=refresh_s,
+        )
 
 
 def _spread(spread: Spread | None) -> dict[str, float] | None:
