@@ -10,6 +10,7 @@ the public; the pages receive it with the grid, so that no colour is decided twi
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
@@ -32,6 +33,8 @@ __all__ = [
     "FleetGrid",
     "Judgement",
     "TileState",
+    "check_shard_ranges",
+    "first_shard",
     "fleet_grid",
     "format_shard_ranges",
     "judge_fleet",
@@ -180,6 +183,29 @@ def parse_shard_range(part: str) -> list[int]:
     if not dash and low.isdigit():
         return [int(low)]
     raise ValueError(f"{part!r} is not a shard id or a range like 0-3")
+
+
+#: Shard ranges as `shard_nodes` holds them: `0-3,8,10-11`.
+_RANGES = re.compile(r"\d+(?:-\d+)?(?:,\d+(?:-\d+)?)*")
+_RANGE = re.compile(r"(\d+)(?:-(\d+))?")
+
+
+def check_shard_ranges(text: str, limit: int) -> str:
+    """`text` if it is shard ranges below `limit`, each low end at most its high end; else
+    MalformedData. What a reader that passes the ranges on checks, without expanding them."""
+    if not _RANGES.fullmatch(text):
+        raise MalformedData(f"not shard ranges: {text[:40]!r}")
+    for match in _RANGE.finditer(text):
+        low, high = int(match[1]), int(match[2] or match[1])
+        if not low <= high < limit:
+            raise MalformedData(f"not shard ranges below {limit}: {match[0]!r}")
+    return text
+
+
+def first_shard(ranges: str) -> int:
+    """The first shard of checked ranges (`check_shard_ranges`): `4-7,12` -> 4."""
+    found = _RANGE.match(ranges)
+    return int(found[1]) if found else 0
 
 
 def parse_shard_ranges(text: str, limit: int) -> list[int]:

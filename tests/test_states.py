@@ -14,6 +14,8 @@ from shardmon.models import GatewayState, MalformedData
 from shardmon.rules import DEFAULT_RULES, FleetView, Limits
 from shardmon.states import (
     TILE_STATES,
+    check_shard_ranges,
+    first_shard,
     fleet_grid,
     format_shard_ranges,
     judge_fleet,
@@ -85,9 +87,15 @@ def test_shard_ranges_round_trip_and_refuse_what_is_not_one() -> None:
     assert format_shard_ranges([]) == ""
     assert parse_shard_ranges("0-3,8,10-11", 12) == [0, 1, 2, 3, 8, 10, 11]
     assert parse_shard_range(" 4-6 ") == [4, 5, 6]
-    for bad in ("0-999999999", "x", "3-1", "1,,2", "-1"):
+    assert check_shard_ranges("0-3,8,10-11", 12) == "0-3,8,10-11"
+    assert first_shard("10-11,4") == 10
+    with pytest.raises(MalformedData):
+        check_shard_ranges(" 1", 12)  # what a leader writes has no spaces (a setting may)
+    for bad in ("0-999999999", "x", "3-1", "1,,2", "-1", "1-2-3", "12"):
         with pytest.raises(MalformedData):
-            parse_shard_ranges(bad, 100)
+            parse_shard_ranges(bad, 12)
+        with pytest.raises(MalformedData):
+            check_shard_ranges(bad, 12)
 
 
 def test_one_shard_is_judged_from_its_own_sample_and_heartbeat() -> None:

@@ -21,7 +21,7 @@ from shardmon.rules import (
     RestartStormRule,
     Thresholded,
 )
-from shardmon.states import TILE_CODES, FleetGrid, judge_fleet, parse_shard_ranges
+from shardmon.states import TILE_CODES, FleetGrid, check_shard_ranges, judge_fleet
 from shardmon.stats import (
     FleetSummary,
     Performance,
@@ -286,11 +286,9 @@ class FleetStore(SampleStore, RestartStore, HistoryStore):
         nodes: dict[str, str] = {}
         for node, ranges in nodes_raw.items():
             try:
-                parse_shard_ranges(ranges, len(states))
+                nodes[node] = check_shard_ranges(ranges, len(states))
             except MalformedData:
                 self._count_skipped(self.keys.shard_nodes, 1)
-            else:
-                nodes[node] = ranges
         return FleetGrid(states, nodes)
 
     async def fleet_board(

@@ -175,6 +175,8 @@ def make_app(
     def for_operators(handler: Handler) -> Handler:
         async def checked(request: web.Request) -> web.StreamResponse:
             if token is not None and not token_holder(request):
+                if "Authorization" in request.headers or COOKIE in request.cookies:
+                    await asyncio.sleep(WRONG_TOKEN_DELAY_S)  # a wrong one: a guess a second
                 if request.path.startswith("/api/"):
                     return _json({"error": f"a dashboard token is needed ({TOKEN_SETTING})"}, 401)
                 return web.Response(

@@ -17,7 +17,7 @@ from shardmon.incidents import incidents
 from shardmon.models import RestartEvent, Sample
 from shardmon.render import clock_line, session_limit_line
 from shardmon.rules import CpuRule, Limits, MemoryRule, connection_state
-from shardmon.states import TILE_STATES, format_shard_ranges, parse_shard_ranges, shard_code
+from shardmon.states import TILE_STATES, first_shard, shard_code
 from shardmon.stats import Spread, clock_skews
 from shardmon.store import FleetBoard, GatewayCounts, History
 
@@ -86,27 +86,17 @@ def _spread(spread: Spread | None) -> dict[str, float] | None:
 
 def _public_counts(states: str) -> dict[str, int]:
     """How many shards the public sees in each public state."""
-    public = {state.code: state.public for state in TILE_STATES}
     counts = dict.fromkeys(("up", "degraded", "down", "unknown"), 0)
-    for code in states:
-        counts[public[code]] += 1
+    for state in TILE_STATES:
+        counts[state.public] += states.count(state.code)
     return counts
 
 
 def _nodes(board: FleetBoard) -> list[dict[str, Any]]:
-    """Each node with its shards, by its first shard; then the shards no node has reported."""
-    listed: list[dict[str, Any]] = []
-    placed: set[int] = set()
-    count = len(board.grid.states)
-    for node, ranges in board.grid.nodes.items():
-        shards = parse_shard_ranges(ranges, count)  # checked by the store
-        placed.update(shards)
-        listed.append({"node": node, "shards": ranges, "first": min(shards, default=0)})
-    listed.sort(key=lambda group: group["first"])
-    unplaced = [shard for shard in range(count) if shard not in placed]
-    if unplaced:
-        listed.append({"node": None, "shards": format_shard_ranges(unplaced), "first": unplaced[0]})
-    return listed
+    """Each node with its shards (checked ranges, expanded by the page), by its first shard.
+    The page puts the shards no node has reported in a group of their own."""
+    nodes = [{"node": node, "shards": ranges} for node, ranges in board.grid.nodes.items()]
+    return sorted(nodes, key=lambda group: first_shard(group["shards"]))
 
 
 def fleet_payload(

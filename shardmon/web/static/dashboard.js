@@ -74,6 +74,11 @@
 
   function groupsOf(fleet) {
     const nodes = fleet.nodes.map((node) => ({ node: node.node, shards: parseRanges(node.shards) }));
+    const placed = new Uint8Array(fleet.states.length);
+    for (const node of nodes) for (const shard of node.shards) placed[shard] = 1;
+    const unplaced = [];
+    placed.forEach((isPlaced, shard) => { if (!isPlaced) unplaced.push(shard); });
+    if (unplaced.length) nodes.push({ node: null, shards: unplaced }); // no node reported them
     if (nodes.length <= MAX_GROUPS) {
       return nodes.map((node) => ({
         label: `${node.node === null ? "never seen" : node.node} (${node.shards.length})`,
@@ -250,12 +255,13 @@
     renderLegend(fleet);
     const tones = Object.fromEntries(fleet.legend.map((entry) => [entry.code, paletteColour(entry.tone)]));
     grid.update(fleet.states, groupsOf(fleet), (code) => tones[code] || tones["."]);
-    text("grid-note", `${fleet.shard_count.toLocaleString()} shards, ${fleet.nodes.filter((n) => n.node).length} nodes · hover or tap a tile`);
+    text("grid-note", `${fleet.shard_count.toLocaleString()} shards, ${fleet.nodes.length} nodes · hover or tap a tile`);
     renderAlerts(fleet);
     renderIncidents($("incidents"), fleet.incidents);
     renderRestarts(fleet);
     const skipped = Object.entries(fleet.skipped);
     text("skipped", skipped.length ? `values in Redis that did not parse, skipped: ${skipped.map(([key, n]) => `${key} ${n}`).join(", ")}` : "");
+    if (state.updates === 0) performance.mark("shardmon-first-render"); // for the benchmark
     state.updates += 1;
   }
 
