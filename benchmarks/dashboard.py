@@ -5,7 +5,8 @@ For each fleet size it loads a private redis-server: every shard's sample throug
 write script (100 nodes, each running a block of shard ids as AutoShardedBot processes do; 1%
 of the shards above the memory threshold, one in 50 with its gateway down), an hour of minute
 rollups (written by the same script for 50 shards: a rollup is as big at 10 shards as at
-5,000), 10 restarts a shard, and one leader tick (FleetJudge.tick) that writes the grid. Then, in the same run, over real HTTP to `shardmon dashboard`'s app:
+5,000), 10 restarts a shard, and one leader tick (FleetJudge.tick) that writes the grid.
+Then, in the same run, over real HTTP to `shardmon dashboard`'s app:
 
 - `/api/fleet` (the operator's poll), `/api/status` (the public one), `/api/shard/<id>` (a
   tooltip), `/api/history?span=hour` and `span=month` (720 hourly buckets);
