@@ -88,21 +88,37 @@ def fleet_grid(fleet: FleetView, limits: Limits, findings: Iterable[Finding]) ->
     """The grid from the leader's view and this tick's findings (pure; runs in the judge's
     thread). A shard is offline after `limits.offline_after_s` without a heartbeat, as the
     fleet's figures count it; among live shards, a gateway that is down but not past the
-    `disconnected` rule's threshold is connecting or resuming."""
-    seen = [*fleet.latest, *fleet.heartbeats]
-    count = max(fleet.shard_count, max(seen, default=-1) + 1)
-    codes = ["."] * count
+    `disconnected` rule's threshold is connecting or resuming.
+
+    One pass in shard order makes the codes and each node's ranges together (a node runs a
+    block of shard ids, as AutoShardedBot processes do): at 20,000 shards, a few ms."""
+    latest, heartbeats = fleet.latest, fleet.heartbeats
+    count = max(fleet.shard_count, max([*latest, *heartbeats], default=-1) + 1)
     oldest = fleet.now - limits.offline_after_s
-    for shard, beat in fleet.heartbeats.items():
-        codes[shard] = "U" if beat >= oldest else "O"
-    nodes: dict[str, list[int]] = {}
-    for shard, sample in fleet.latest.items():
-        if codes[shard] == ".":  # a sample without a heartbeat: its process never beat
-            codes[shard] = "O"
-        nodes.setdefault(sample.node or "unknown", []).append(shard)
+    codes: list[str] = []
+    code_of, beat_of, sample_of = codes.append, heartbeats.get, latest.get  # a hot loop
+    ranges: dict[str, list[str]] = {}
+    node, first, last = "", -1, -2  # the run of shards of one node being read
+    for shard in range(count):
+        beat, sample = beat_of(shard), sample_of(shard)
+        if sample is None:
+            code_of("." if beat is None else "U" if beat >= oldest else "O")
+            continue
         gateway = sample.gateway
-        if codes[shard] == "U" and gateway is not None and not gateway.connected:
-            codes[shard] = "R"
+        if beat is None or beat < oldest:  # a sample without a heartbeat never beat
+            code_of("O")
+        elif gateway is not None and not gateway.connected:
+            code_of("R")
+        else:
+            code_of("U")
+        owner = sample.node or "unknown"
+        if owner != node or shard != last + 1:
+            if node:
+                ranges.setdefault(node, []).append(_run(first, last))
+            node, first = owner, shard
+        last = shard
+    if node:
+        ranges.setdefault(node, []).append(_run(first, last))
     for finding in findings:
         on = finding.shard
         if on is None or on >= count or codes[on] in (".", "O"):
@@ -110,9 +126,11 @@ def fleet_grid(fleet: FleetView, limits: Limits, findings: Iterable[Finding]) ->
         code = _FINDING_CODES.get(finding.rule, "W")
         if code and _RANK[code] > _RANK[codes[on]]:
             codes[on] = code
-    return FleetGrid(
-        "".join(codes), {node: format_shard_ranges(shards) for node, shards in nodes.items()}
-    )
+    return FleetGrid("".join(codes), {node: ",".join(runs) for node, runs in ranges.items()})
+
+
+def _run(first: int, last: int) -> str:
+    return str(first) if first == last else f"{first}-{last}"
 
 
 @dataclass(frozen=True, slots=True)
