@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 import threading
 import traceback
@@ -30,6 +31,7 @@ from shardmon.models import RestartEvent, RestartType, crash_metadata
 from shardmon.monitor import SystemMonitor, build_monitor
 from shardmon.settings import Settings, load_settings
 from shardmon.store import Store, record_restart_sync
+from shardmon.supervisor import SUPERVISOR_ENV
 
 __all__ = [
     "claim_process_startup",
@@ -73,8 +75,11 @@ def get_system_monitor() -> SystemMonitor:
 
 def claim_process_startup() -> bool:
     """True the first time it is called in this process: a `startup` restart is logged once
-    per process, however often an extension is reloaded or the gateway reconnects."""
+    per process, however often an extension is reloaded or the gateway reconnects. Never in a
+    child of `shardmon run`: its supervisor logged the start, with its cause."""
     global _startup_claimed
+    if os.environ.get(SUPERVISOR_ENV):
+        return False
     with _monitor_lock:
         first, _startup_claimed = not _startup_claimed, True
         return first
@@ -85,6 +90,8 @@ def install_crash_hook() -> None:
     crash by `sys.excepthook`, then reported as Python would. It is never removed, because
     `bot.run()` unloads the extensions before the error reaches the top."""
     global _crash_hook_installed
+    if os.environ.get(SUPERVISOR_ENV):  # `shardmon run` records the crash, with its stderr
+        return
     with _monitor_lock:
         if _crash_hook_installed:
             return

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import logging
 import math
+import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from shardmon import views
@@ -59,6 +62,16 @@ def _duration(text: str) -> float:
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 90d, 12h or 30m")
     return value
+
+
+def _shard_list(text: str) -> list[int]:
+    """`0,1` or `0-3`: shard ids."""
+    from shardmon.states import parse_shard_range
+
+    try:
+        return [shard for part in text.split(",") for shard in parse_shard_range(part)]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _meta(text: str) -> tuple[str, str]:
@@ -300,6 +313,90 @@ async def _doctor(settings: Settings) -> list[Any]:
     return [*findings, *await check_discord(read, settings.shard_count, time.time())]
 
 
+def supervise(args: argparse.Namespace) -> int:
+    """`shardmon run`: the bot as a child, restarted as the settings say; or `--resume`."""
+    if args.shards is not None:
+        os.environ["SHARDMON_SHARD_IDS"] = args.shards  # validated with every other setting
+    settings = load_settings()
+    command = args.child[1:] if args.child[:1] == ["--"] else args.child
+    if args.resume:
+        return asyncio.run(_ask(settings, settings.shard_ids, "resume", "", wait=args.wait))
+    if not command:
+        raise CliError("give the bot's command after --: shardmon run -- python bot.py")
+    logging.getLogger("shardmon").setLevel(logging.INFO)
+    return asyncio.run(_supervise(settings, command))
+
+
+async def _supervise(settings: Settings, command: list[str]) -> int:
+    from shardmon.doctor import gateway_bot_reader
+    from shardmon.monitor import build_monitor
+    from shardmon.supervisor import Supervisor, budget_reader
+
+    client = create_redis(settings.redis_target())
+    monitor = build_monitor(settings.monitor_config(), client, sinks=settings.alert_sinks())
+    rest = None
+    if settings.bot_token is not None:
+        rest = gateway_bot_reader(settings.discord_api_url, settings.bot_token)
+    supervisor = Supervisor(command, monitor, settings.run_policy(),
+                            read_budget=budget_reader(monitor.store, rest))  # fmt: skip
+    try:
+        return await supervisor.run()
+    finally:
+        await client.aclose()
+
+
+def restart(settings: Settings, args: argparse.Namespace) -> int:
+    """`shardmon restart`: ask the supervisors of shards to restart their children."""
+    shards = args.shards or []
+    return asyncio.run(_ask(settings, shards, "restart", args.reason or "", wait=args.wait))
+
+
+async def _ask(
+    settings: Settings, shards: Sequence[int], action: Literal["restart", "resume"], reason: str,
+    *, wait: bool,
+) -> int:  # fmt: skip
+    """Ask the supervisors of `shards` (those reporting lately) to restart or resume, and wait
+    (`wait`) a sampling interval for them to take it; say who took it, and what nobody runs."""
+    client = create_redis(settings.redis_target(), timeout_s=3)
+    try:
+        store = Store(client, Keys(settings.deployment))
+        await store.sync_clock()
+        fresh = store.clock.now() - settings.limits.offline_after_s
+        owners = {shard: state.node for state in (await store.supervisors(fresh)).values()
+                  for shard in state.shards}  # fmt: skip
+        nobody = [shard for shard in shards if shard not in owners]
+        asked = [shard for shard in shards if shard in owners]
+        if nobody:
+            print(f"no supervisor (shardmon run) reports shard(s) {_shard_words(nobody)}: "
+                  "not asked", file=sys.stderr)  # fmt: skip
+        if not asked:
+            return 1
+        by = f"{getpass.getuser()}@{socket.gethostname()}"
+        await store.ask_supervisors(asked, action, reason, by)
+        waiting = set(asked)
+        deadline = time.monotonic() + settings.sample_interval_s + 5
+        while wait and waiting and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            waiting &= set(await store.pending_requests(waiting))
+        for shard in asked:
+            if not wait:
+                print(f"shard {shard}: {action} asked of {owners[shard]}")
+            elif shard in waiting:
+                print(f"shard {shard}: {action} not taken by {owners[shard]} within "
+                      f"{settings.sample_interval_s + 5:g} s", file=sys.stderr)  # fmt: skip
+            else:
+                print(f"shard {shard}: {action} taken by {owners[shard]}")
+        return 1 if nobody or (wait and waiting) else 0
+    finally:
+        await client.aclose()
+
+
+def _shard_words(shards: Sequence[int]) -> str:
+    from shardmon.states import format_shard_ranges
+
+    return format_shard_ranges(shards)
+
+
 def log_restart(settings: Settings, args: argparse.Namespace) -> int:
     """For deploy scripts: journal the event, write it to Redis, and say which happened."""
     from shardmon.api import persist_restart
@@ -380,6 +477,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--port", type=_bounded_int(1, 65535), default=9108, help="port (9108)")
     e.add_argument("--host", default="127.0.0.1", help="address (127.0.0.1; 0.0.0.0 in containers)")
+    ru = commands.add_parser(
+        "run",
+        help="run the bot as a child and restart it when it exits",
+        description="Run the bot's command as a child process and restart it when it exits: "
+        "recorded as restarts, backed off, held while Discord's session start limit is low, "
+        "paused by a restart storm. SIGTERM/SIGINT stop it, SIGHUP restarts it.",
+    )
+    ru.add_argument("--shards", help="the child's shards, as SHARDMON_SHARD_IDS (0,1 or 0-3)")
+    ru.add_argument(
+        "--resume",
+        action="store_true",
+        help="lift the storm pause of the supervisor of --shards, then exit",
+    )
+    ru.add_argument(
+        "--no-wait",
+        dest="wait",
+        action="store_false",
+        help="with --resume: do not wait for the supervisor to take it",
+    )
+    ru.add_argument(
+        "child", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="the bot's command, after --"
+    )
+    rs = commands.add_parser(
+        "restart",
+        help="ask the supervisors of shards to restart their children",
+        description="Ask the supervisor (shardmon run) of each shard to restart its child, "
+        "through Redis; it does within one sampling interval and records a manual restart.",
+    )
+    rs.add_argument("--shards", type=_shard_list, required=True, help="0,1 or 0-3")
+    rs.add_argument("--reason", help="why, recorded with the restart")
+    rs.add_argument(
+        "--no-wait",
+        dest="wait",
+        action="store_false",
+        help="do not wait for the supervisors to take it",
+    )
     db = commands.add_parser(
         "dashboard",
         help="serve the live dashboard and the public status page",
@@ -423,6 +556,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "doctor":  # invalid settings are one of its findings
         return doctor(args)
     try:
+        if args.command == "run":
+            return supervise(args)
         settings = load_settings()
         if args.command == "demo":
             from shardmon.demo.scenario import run_demo
@@ -430,6 +565,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0 if run_demo(shards=args.shards, duration_s=args.duration) else 1
         if args.command == "log-restart":
             return log_restart(settings, args)
+        if args.command == "restart":
+            return restart(settings, args)
         if args.command == "exporter":
             asyncio.run(serve_exporter(settings, args.host, args.port))
             return 0

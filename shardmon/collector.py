@@ -134,6 +134,10 @@ class Collector:
         self._last_host_cpu_at = time.monotonic()
         self._last_host_percent = 0.0
 
+    def follow(self, pid: int) -> None:
+        """Measure the resident memory of process `pid` from now on (a supervisor's child)."""
+        self._process = psutil.Process(pid)
+
     def collect(self) -> ProcessMetrics:
         """One reading (blocking: file reads and psutil calls, about a millisecond)."""
         now = time.time()
@@ -156,8 +160,15 @@ class Collector:
             memory_total_mb=round(total / MIB, 1),
             disk=psutil.disk_usage(str(self._existing(self.disk_path))).percent,
             cores=round(cores, 2),
-            rss_mb=round(self._process.memory_info().rss / MIB, 1),
+            rss_mb=round(self._rss() / MIB, 1),
         )
+
+    def _rss(self) -> int:
+        """Resident bytes of the process measured; 0 for one that has just ended."""
+        try:
+            return int(self._process.memory_info().rss)
+        except psutil.NoSuchProcess:
+            return 0
 
     async def collect_async(self) -> ProcessMetrics:
         """`collect()` in a worker thread, so the event loop never waits on it."""

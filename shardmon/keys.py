@@ -82,6 +82,8 @@ LAYOUT: dict[str, tuple[str, str]] = {
     "restart_types": ("hash", "<type> -> events in restarts, and malformed (addition)"),
     "alert_channels": ("hash", "guild id -> its first dev-logs, admin-logs, ... channel"),
     "doctor": ("string", "scratch key of shardmon doctor's permission probe, 60 s (addition)"),
+    "supervisors": ("hash", "node -> what its shardmon run does with its child (addition)"),
+    "run_requests": ("hash", "shard -> a restart or resume asked of its supervisor (addition)"),
 }
 
 #: What a `<part>` of a family name becomes in its SCAN pattern (minutes: digits, so that
@@ -147,6 +149,8 @@ class Keys:
     restart_types: str = field(init=False, repr=False)
     alert_channels: str = field(init=False, repr=False)
     doctor: str = field(init=False, repr=False)
+    supervisors: str = field(init=False, repr=False)
+    run_requests: str = field(init=False, repr=False)
     _templates: dict[str, tuple[str, str]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Self, cast
+from typing import Annotated, Any, Literal, Self, cast
 
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -25,6 +25,8 @@ __all__ = [
     "ProcessMetrics",
     "RestartEvent",
     "RestartType",
+    "RunRequest",
+    "RunState",
     "Sample",
     "SessionStartLimit",
     "crash_metadata",
@@ -191,6 +193,60 @@ class SessionStartLimit(_Strict):
             raise MalformedData(
                 f"not a session start limit: {exc.error_count()} error(s)"
             ) from None
+
+
+class RunState(_Strict):
+    """What a supervisor (`shardmon run`) is doing with its child, as the `supervisors` hash
+    holds it under the supervisor's node: `state` is `running`, `backoff` (waiting `until` to
+    restart a child that crashed), `held` (waiting `until` Discord's session start limit
+    resets), `paused` (a restart storm: waiting for `shardmon run --resume`) or `stopped`;
+    `reason` says why in words; `failures` counts the crashes in a row."""
+
+    node: str = Field(min_length=1, max_length=300)
+    shards: tuple[int, ...]
+    state: Literal["running", "backoff", "held", "paused", "stopped"]
+    since: float = Field(ge=0, allow_inf_nan=False)
+    until: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    reason: str = Field(default="", max_length=500)
+    failures: int = Field(default=0, ge=0)
+    pid: int | None = Field(default=None, ge=1)
+    seen: float = Field(ge=0, allow_inf_nan=False)
+
+    @property
+    def waiting(self) -> bool:
+        """Held back from restarting its child: a back-off, the IDENTIFY budget or a storm."""
+        return self.state in ("backoff", "held", "paused")
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+    @classmethod
+    def parse(cls, raw: str | bytes) -> RunState:
+        try:
+            return cls.model_validate_json(raw)
+        except ValidationError:
+            raise MalformedData("not a supervisor's state") from None
+
+
+class RunRequest(_Strict):
+    """What an operator asks of the supervisor of a shard (`run_requests`): `restart` its
+    child, or `resume` restarts paused by a storm; `by` is who asked, `reason` why."""
+
+    id: str = Field(min_length=1, max_length=64)
+    action: Literal["restart", "resume"]
+    reason: str = Field(default="", max_length=500)
+    by: str = Field(default="", max_length=200)
+    ts: float = Field(ge=0, allow_inf_nan=False)
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+    @classmethod
+    def parse(cls, raw: str | bytes) -> RunRequest:
+        try:
+            return cls.model_validate_json(raw)
+        except ValidationError:
+            raise MalformedData("not a request to a supervisor") from None
 
 
 class RestartEvent(_Strict):

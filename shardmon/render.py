@@ -8,12 +8,13 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from shardmon.models import SessionStartLimit
+    from shardmon.models import RunState, SessionStartLimit
 
 __all__ = [
     "clock_line",
     "defuse_mentions",
     "format_uptime",
+    "run_words",
     "session_limit_line",
     "sparkline",
     "status_emoji",
@@ -148,3 +149,14 @@ def clock_line(skews: Mapping[str, float], warn_s: float) -> str:
     named = ", ".join(f"{node} {skews[node]:+.1f} s" for node in off[:CLOCK_LINE_NODES])
     more = f" and {len(off) - CLOCK_LINE_NODES} more" if len(off) > CLOCK_LINE_NODES else ""
     return f"⚠️ {len(off)} of {len(skews)} node(s) off by over {warn_s:g} s: {named}{more}"
+
+
+def run_words(state: RunState, now: float) -> str:
+    """A supervisor (`shardmon run`) in words: its node, its shards, what it does and why,
+    with the time left where it waits: `bot-1:42 shards 0-1: backoff, 14s left (exited with
+    code 1; crash 2 in a row: restarting in 20 s)`."""
+    shards = ",".join(map(str, state.shards))
+    left = "" if state.until is None else f", {format_uptime(max(0.0, state.until - now))} left"
+    why = f" ({state.reason})" if state.reason and state.state != "running" else ""
+    plural = "s" if len(state.shards) > 1 else ""
+    return f"{state.node} shard{plural} {shards}: {state.state}{left}{why}"

@@ -18,7 +18,7 @@ from operator import attrgetter
 from typing import Any, ClassVar, Protocol, cast
 
 from shardmon.keys import RECENT_RESTARTS_S
-from shardmon.models import GatewayState, Sample, SessionStartLimit
+from shardmon.models import GatewayState, RunState, Sample, SessionStartLimit
 from shardmon.render import format_uptime
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "MemoryRule",
     "OfflineRule",
     "RestartStormRule",
+    "RestartsHeldRule",
     "Rule",
     "StormReport",
     "ZombieRule",
@@ -80,6 +81,8 @@ class FleetView:
     #: Conditions announced and not yet resolved (`<rule>[:<shard>]`) -> when announced.
     active: Mapping[str, float] = field(default_factory=dict)
     shard_count: int = 0
+    #: Node -> what each supervisor (`shardmon run`) said it does with its child.
+    supervisors: Mapping[str, RunState] = field(default_factory=dict)
     #: What the rules derive from the view, made once a tick for all of them (`_fresh`).
     _derived: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -834,6 +837,58 @@ class GatewayOutageRule:
         )
 
 
+class RestartsHeldRule:
+    """A supervisor (`shardmon run`) holds its child back: restarts paused by a restart storm
+    (until `shardmon run --resume`), or held until Discord's session start limit resets. Said
+    once a hold, with what lifts it (the supervisor's own words), after the threshold (0: at
+    once); resolved when the child runs again. A back-off is not a hold: it ends by itself."""
+
+    __slots__ = ()
+    name = "restarts_held"
+    incident: ClassVar[str | None] = None  # the operators' matter
+    threshold = Limit(None, "seconds held before the alert", 0, 0, 7 * 86400)
+    options: ClassVar[tuple[Limit, ...]] = ()
+    inhibits: ClassVar[tuple[str, ...]] = ()
+
+    @staticmethod
+    def held(fleet: FleetView, limits: Limits) -> dict[int, RunState]:
+        """Shard -> the state of its supervisor, where one that reported lately holds it."""
+        fresh_after = fleet.now - limits.offline_after_s
+        return {shard: state for state in fleet.supervisors.values()
+                if state.seen >= fresh_after and state.state in ("held", "paused")
+                for shard in state.shards}  # fmt: skip
+
+    def judge(self, fleet: FleetView, limits: Limits) -> list[Finding]:
+        fleet_limit, per_shard = limits.thresholds(self)
+        findings = []
+        for shard, state in sorted(self.held(fleet, limits).items()):
+            if f"{self.name}:{shard}" in fleet.active:  # said: once a hold, until it ends
+                continue
+            held_for, limit = fleet.now - state.since, per_shard.get(shard, fleet_limit)
+            if held_for >= limit:
+                findings.append(Finding(self.name, shard, held_for, limit, state.since))
+        return findings
+
+    def describe(self, findings: Sequence[Finding], fleet: FleetView, limits: Limits) -> AlertText:
+        held = self.held(fleet, limits)
+        by_node: dict[str, list[int]] = {}
+        for finding in findings:
+            by_node.setdefault(held[_on_shard(finding)].node, []).append(_on_shard(finding))
+        lines = []
+        for node, shards in by_node.items():
+            state = held[shards[0]]
+            until = "" if state.until is None else f" (until {_clock(state.until)})"
+            lines.append(f"Shard {_shard_list(shards)} ({node}): {state.reason}{until}")
+        return AlertText("⏸️ Restarts Held by shardmon run", "\n".join(lines))
+
+    def resolution(self, shard: int | None, fleet: FleetView, limits: Limits) -> AlertText | None:
+        if shard is None or shard in self.held(fleet, limits):
+            return None
+        return AlertText(
+            f"✅ Resolved: restarts of shard {shard}", "its supervisor restarts it again"
+        )
+
+
 def connection_state(sample: Sample | None, fleet_now: float, limits: Limits) -> str:
     """A shard's gateway in words, as /shards and `shardmon status` show it: `connected`,
     `connecting` (not yet since its process started), `resuming` (a short drop: discord.py
@@ -867,6 +922,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     LoopStallRule(),
     IdentifyBudgetRule(),
     GatewayOutageRule(),
+    RestartsHeldRule(),
 )
 
 

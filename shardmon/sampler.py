@@ -131,6 +131,12 @@ class Sampler:
                 log.exception("sampling tick failed; retrying next interval")
             await stopping.pause(max(0.0, interval - (time.monotonic() - started)))
 
+    async def sync(self) -> None:
+        """Replay the journal when due and write what is pending, taking no new sample: for a
+        process that samples only at times (`shardmon run` while its child is down)."""
+        await self.refresh_clock()
+        await self._sync_with_redis()
+
     async def flush(self) -> None:
         """Try once more to write what is pending (on stop), and say what could not be."""
         if self.pending:

@@ -30,9 +30,10 @@ from shardmon.clock import CLOCK_SKEW_WARN_S
 from shardmon.config import MonitorConfig
 from shardmon.connection import RedisTarget
 from shardmon.keys import DEPLOYMENT_PATTERN, DEPLOYMENT_RULE
-from shardmon.rules import DEFAULT_RULES, Limit, Limits, rule_limits
+from shardmon.rules import DEFAULT_RULES, Limit, Limits, RestartStormRule, rule_limits
 from shardmon.sinks import LogSink, Sink
 from shardmon.states import parse_shard_range
+from shardmon.supervisor import RunPolicy
 
 __all__ = ["DEFAULT_REDIS_URL", "DISCORD_API_URL", "Settings", "SettingsError", "load_settings"]
 
@@ -104,6 +105,36 @@ class _Settings(BaseSettings):
         default=None, ge=1, le=65535, description="serve /healthz of this process on this port"
     )
     bot_token: SecretStr | None = Field(default=None, description="the reference bot's token")
+    run_backoff_s: float = Field(
+        default=10, ge=0.01, le=3600,
+        description="shardmon run: the wait before restarting a child that crashed; doubled "
+        "for each crash in a row",
+    )  # fmt: skip
+    run_backoff_max_s: float = Field(default=300, ge=0.01, le=86400, description="its longest")
+    run_backoff_reset_s: float = Field(
+        default=600, ge=1, le=7 * 86400,
+        description="a child that ran this long before crashing starts the back-off over",
+    )  # fmt: skip
+    run_max_restarts: int | None = Field(
+        default=None, ge=1, le=10_000,
+        description="crashes in the storm window that pause restarts (the storm threshold)",
+    )  # fmt: skip
+    run_stop_timeout_s: float = Field(
+        default=30, ge=0.1, le=3600, description="SIGTERM to the child, then this, then SIGKILL"
+    )
+    run_restart_on_exit_0: bool = Field(
+        default=False, description="restart a child that exited with code 0 (else stop too)"
+    )
+    run_identify_floor: int | None = Field(
+        default=None, ge=0, le=1_000_000,
+        description="session starts that must be left to (re)start: twice the shards by default",
+    )  # fmt: skip
+    run_version_file: Path | None = Field(
+        default=None, description="a file holding the child's version: a change is a deployment"
+    )
+    run_schedule: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="times of day, UTC HH:MM, to restart the child"
+    )
     dashboard_token: SecretStr | None = Field(
         default=None, min_length=16,
         description="what shardmon dashboard asks of its operators; secret, 16 characters or more",
@@ -164,6 +195,12 @@ class _Settings(BaseSettings):
     def _parse_guild_ids(cls, value: object) -> object:
         return _comma_list(value, lambda part: [part], brackets=True)
 
+    @field_validator("run_schedule", mode="before")
+    @classmethod
+    def _parse_schedule(cls, value: object) -> object:
+        """`04:00,16:30`: times of day in UTC."""
+        return _comma_list(value, _time_of_day)
+
     @field_validator("alert_channel_names", mode="before")
     @classmethod
     def _parse_channel_names(cls, value: object) -> object:
@@ -181,6 +218,9 @@ class _Settings(BaseSettings):
         low = min(self.rule_setting(limit) for limit in _percent_limits())
         if self.warn_level >= low:
             raise ValueError(f"warn_level: {self.warn_level} must be below the critical {low}")
+        if self.run_backoff_max_s < self.run_backoff_s:
+            raise ValueError(f"run_backoff_max_s: {self.run_backoff_max_s:g} is below "
+                             f"run_backoff_s ({self.run_backoff_s:g})")  # fmt: skip
         if self.redis_mode == "sentinel" and not self.redis_sentinels:
             raise ValueError("redis_sentinels: sentinel mode needs host:port of the sentinels")
         if self.redis_mode == "cluster" and self.redis_url is None:
@@ -244,6 +284,22 @@ class _Settings(BaseSettings):
             str(limit.setting): self.rule_setting(limit) for limit in rule_limits(DEFAULT_RULES)
         }
 
+    def run_policy(self) -> RunPolicy:
+        """How `shardmon run` restarts its child, for this process's shards."""
+        return RunPolicy(
+            backoff_s=self.run_backoff_s,
+            backoff_max_s=self.run_backoff_max_s,
+            backoff_reset_s=self.run_backoff_reset_s,
+            max_restarts=self.run_max_restarts or int(self.limits.threshold(RestartStormRule())),
+            window_s=self.limits.restart_window_s,
+            stop_timeout_s=self.run_stop_timeout_s,
+            restart_on_exit_0=self.run_restart_on_exit_0,
+            identify_floor=(2 * len(self.shard_ids) if self.run_identify_floor is None
+                            else self.run_identify_floor),
+            version_file=self.run_version_file,
+            schedule=tuple(self.run_schedule),
+        )  # fmt: skip
+
     def monitor_config(self) -> MonitorConfig:
         """The plain values the library core takes."""
         return MonitorConfig(
@@ -281,6 +337,14 @@ def _comma_list(
     text = value.strip().strip("[]") if brackets else value
     parts = [part.strip() for part in text.split(",")]
     return [item for part in parts if part or not skip_empty for item in parse(part)]
+
+
+def _time_of_day(part: str) -> list[str]:
+    hours, colon, minutes = part.partition(":")
+    digits = colon and hours.isdigit() and minutes.isdigit() and len(minutes) == 2
+    if digits and int(hours) < 24 and int(minutes) < 60:
+        return [f"{int(hours):02d}:{minutes}"]
+    raise ValueError(f"{part!r} is not a time of day like 04:30 (UTC)")
 
 
 def _sentinel(part: str) -> list[tuple[str, int]]:

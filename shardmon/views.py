@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 from shardmon.keys import KeyInfo
 from shardmon.models import FLEET_TS_MIN_SKEW_S, RestartEvent
-from shardmon.render import clock_line, format_uptime, session_limit_line, status_emoji, table
+from shardmon.render import (
+    clock_line,
+    format_uptime,
+    run_words,
+    session_limit_line,
+    status_emoji,
+    table,
+)
 from shardmon.rules import (
     DEFAULT_RULES,
     CpuRule,
@@ -83,6 +90,9 @@ def _attention(status: FleetStatus, states: Mapping[int, str], never_seen: int) 
         "zombie": sum(1 for state in states.values() if state == "zombie"),
     }
     reasons = [f"{n} shard(s) {what}" for what, n in counts.items() if n]
+    held = [s for s in status.supervisors.values() if s.state in ("held", "paused")]
+    if held:
+        reasons.append(f"restarts held by {len(held)} supervisor(s)")
     if status.leadership.node is None:
         reasons.append("no leader")
     return reasons
@@ -135,6 +145,7 @@ def status_report(
             "disk": summary.disk and asdict(summary.disk),
             "session_start_limit": limit and limit.model_dump(),
             "clock_skew_s": skews,
+            "supervisors": [state.model_dump() for state in status.supervisors.values()],
             "shards": [
                 {"shard": s.shard, "online": s.online, "gateway": states[s.shard],
                  "last_seen": s.last_seen,
@@ -162,6 +173,7 @@ def status_report(
         f"(epoch {leadership.epoch}, lease {lease_s:.1f} s left)",
         f"  identify  {session_limit_line(limit, shard_count, now)}",
         f"  clocks    {clock_line(skews, settings.clock_skew_warn_s)}",
+        *(f"  run       {run_words(state, now)}" for state in status.supervisors.values()),
         "",
     ]
     rows = []

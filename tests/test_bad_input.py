@@ -261,13 +261,21 @@ def test_every_invalid_setting_fails_at_start_naming_it(monkeypatch: pytest.Monk
         "DISCONNECTED_AFTER_S": "5", "ZOMBIE_AFTER_S": "-1", "LOOP_STALL_THRESHOLD": "0",
         "IDENTIFY_BUDGET_WARN": "101", "OUTAGE_FRACTION": "1.5",
         "CLOCK_SKEW_WARN_S": "0", "DISCORD_API_URL": "discord.com",
-        "DASHBOARD_TOKEN": "too short",
+        "DASHBOARD_TOKEN": "too short", "RUN_BACKOFF_S": "0", "RUN_BACKOFF_MAX_S": "0.001",
+        "RUN_BACKOFF_RESET_S": "0", "RUN_MAX_RESTARTS": "0", "RUN_STOP_TIMEOUT_S": "-1",
+        "RUN_RESTART_ON_EXIT_0": "maybe", "RUN_IDENTIFY_FLOOR": "-2", "RUN_SCHEDULE": "25:00",
     }  # fmt: skip
     fields = {name.upper() for name in Settings.model_fields}
     untested = (
         fields
         - set(invalid)
-        - {"REDIS_SENTINEL_PASSWORD", "BOT_TOKEN", "JOURNAL_PATH", "ALERT_CHANNEL_NAMES"}
+        - {
+            "REDIS_SENTINEL_PASSWORD",
+            "BOT_TOKEN",
+            "JOURNAL_PATH",
+            "ALERT_CHANNEL_NAMES",
+            "RUN_VERSION_FILE",
+        }
     )  # any text is valid there
     assert not untested, f"add an invalid value for {untested}"
     for name, value in invalid.items():

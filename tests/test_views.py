@@ -150,7 +150,7 @@ def test_thresholds_view_has_a_row_per_rule_from_the_rules_themselves() -> None:
     assert as_json["settings"] == {
         "memory": 90, "cpu": 85, "restart_storm": 3, "offline": 180, "identify_storm": 25,
         "disconnected": 120, "zombie": 900, "loop_stall": 1, "identify_budget": 25,
-        "gateway_outage": 0.5,
+        "gateway_outage": 0.5, "restarts_held": 0,
     }  # fmt: skip
     assert "cpu:3" in text  # the per-shard overrides have a table of their own
 

@@ -25,6 +25,7 @@ T = TypeVar("T")
 #: The scripts of `lua/`, each registered once per store (EVALSHA, loaded on first use).
 SCRIPTS = (
     "push_sample",
+    "take_requests",
     "record_restart",
     "count_by_shard",
     "acquire_leader",

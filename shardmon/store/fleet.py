@@ -7,11 +7,11 @@ import asyncio
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 from shardmon.keys import ALERTS_CAP, FLEET_TTL_S
-from shardmon.models import MalformedData, Sample, SessionStartLimit, parse_sample
+from shardmon.models import MalformedData, RunState, Sample, SessionStartLimit, parse_sample
 from shardmon.rules import (
     DEFAULT_RULES,
     FleetView,
@@ -35,6 +35,7 @@ from shardmon.store.alerting import Leadership, parse_condition
 from shardmon.store.history import HistoryStore
 from shardmon.store.restarts import RestartStore
 from shardmon.store.samples import GatewayCounts, SampleStore
+from shardmon.store.supervisors import SupervisorStore
 
 __all__ = ["FleetBoard", "FleetStatus", "FleetStore", "LeaderView"]
 
@@ -54,12 +55,12 @@ class LeaderView:
 def _announced(raw: Mapping[str, str], now: float) -> dict[str, float]:
     """`active_alerts` as condition -> when it was announced (now, where unreadable)."""
     active = {}
-    for field, value in raw.items():
+    for name, value in raw.items():
         try:
             since = float(json.loads(value)["since"])
         except (ValueError, KeyError, TypeError):
             since = now
-        active[str(field)] = since if math.isfinite(since) else now
+        active[str(name)] = since if math.isfinite(since) else now
     return active
 
 
@@ -75,6 +76,7 @@ class FleetBoard:
     alerts: list[dict[str, Any]]  # newest first
     active: dict[str, float]  # conditions announced, not yet resolved -> since
     now: float
+    supervisors: dict[str, RunState] = field(default_factory=dict)  # reporting lately
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +89,8 @@ class FleetStatus:
     leadership: Leadership
     now: float
     session_limit: SessionStartLimit | None = None
+    #: The supervisors (`shardmon run`) that reported lately, by node.
+    supervisors: dict[str, RunState] = field(default_factory=dict)
 
 
 def _heartbeats_of(
@@ -113,7 +117,7 @@ def _floor(limits: Limits, rule: Thresholded) -> int:
     return max(1, math.floor(min([fleet, *per_shard.values()])))
 
 
-class FleetStore(SampleStore, RestartStore, HistoryStore):
+class FleetStore(SampleStore, RestartStore, HistoryStore, SupervisorStore):
     async def leader_view(
         self, limits: Limits, shard_count: int, now: float | None = None
     ) -> LeaderView:
@@ -134,6 +138,7 @@ class FleetStore(SampleStore, RestartStore, HistoryStore):
             pipe.hgetall(keys.active_alerts)
             pipe.hgetall(keys.session_start_limit)
             pipe.exists(keys.recent_restarts)
+            pipe.hvals(keys.supervisors)
             (
                 latest_raw,
                 beat_count,
@@ -141,6 +146,7 @@ class FleetStore(SampleStore, RestartStore, HistoryStore):
                 active_raw,
                 limit_raw,
                 indexed,
+                supervisors_raw,
             ) = await pipe.execute()
         parsing = asyncio.ensure_future(self._parse_latest(latest_raw))
         limits = replace(limits, overrides=self._overrides(overrides_raw))
@@ -201,6 +207,7 @@ class FleetStore(SampleStore, RestartStore, HistoryStore):
             session_limit=self._session_limit(limit_raw),
             active=active,
             shard_count=shard_count,
+            supervisors=self._supervisors(supervisors_raw),
         )
         return LeaderView(fleet, dict(limits.overrides))
 
@@ -241,12 +248,14 @@ class FleetStore(SampleStore, RestartStore, HistoryStore):
             pipe.hgetall(self.keys.latest)
             pipe.zrange(self.keys.heartbeats, 0, -1, withscores=True)
             pipe.hgetall(self.keys.session_start_limit)
+            pipe.hvals(self.keys.supervisors)
             self._queue_leader(pipe)
-            latest_raw, beats, limit_raw, *leader = await pipe.execute()
+            latest_raw, beats, limit_raw, supervisors_raw, *leader = await pipe.execute()
         summary = await self._summary(latest_raw, beats, offline_after_s, now)
         gateway = await self.gateway_counts((s.shard for s in summary.shards), now=now)
         limit = self._session_limit(limit_raw)
-        return FleetStatus(summary, gateway, self._leadership(*leader), now, limit)
+        supervisors = self._supervisors(supervisors_raw, now - offline_after_s)
+        return FleetStatus(summary, gateway, self._leadership(*leader), now, limit, supervisors)
 
     async def fleet_totals(self, offline_after_s: float, now: float | None = None) -> FleetSummary:
         """The fleet's sums and spreads without its shard list: the `fleet` hash the leader
@@ -308,8 +317,10 @@ class FleetStore(SampleStore, RestartStore, HistoryStore):
             pipe.hgetall(keys.session_start_limit)
             pipe.lrange(keys.alerts, 0, alerts - 1)
             pipe.hgetall(keys.active_alerts)
+            pipe.hvals(keys.supervisors)
             self._queue_leader(pipe)
-            states, nodes, totals_raw, limit_raw, records, active, *leader = await pipe.execute()
+            (states, nodes, totals_raw, limit_raw, records, active, supervisors,
+             *leader) = await pipe.execute()  # fmt: skip
         totals = self._judged_totals(totals_raw, limits.offline_after_s, now)
         grid = self._judged_grid(states, nodes) if totals is not None else None
         if totals is None or grid is None:
@@ -330,6 +341,7 @@ class FleetStore(SampleStore, RestartStore, HistoryStore):
             alerts=self._alert_records(records),
             active=_announced(active, now),
             now=now,
+            supervisors=self._supervisors(supervisors, now - limits.offline_after_s),
         )
 
     async def write_fleet_totals(self, summary: FleetSummary, grid: FleetGrid) -> None:

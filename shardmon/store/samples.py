@@ -129,6 +129,12 @@ class SampleStore(StoreBase):
                 )
             await pipe.execute()
 
+    async def latest_of(self, shards: Sequence[int]) -> dict[int, Sample]:
+        """The newest sample of each of `shards` (one HMGET); those that do not parse are
+        counted and left out."""
+        values = await self.client.hmget(self.keys.latest, [str(shard) for shard in shards])
+        return await self._parse_latest(value for value in values if value is not None)
+
     async def shard_info(self, shard: int) -> ShardInfo | None:
         raw = await self.client.hgetall(self.keys.shard_info(shard))
         try:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from shardmon.incidents import incidents
 from shardmon.models import RestartEvent, Sample
-from shardmon.render import clock_line, session_limit_line
+from shardmon.render import clock_line, run_words, session_limit_line
 from shardmon.rules import CpuRule, Limits, MemoryRule, connection_state
 from shardmon.states import TILE_STATES, first_shard, shard_code
 from shardmon.stats import Spread, clock_skews
@@ -139,6 +139,11 @@ def fleet_payload(
             "line": session_limit_line(limit, settings.shard_count, board.now),
         }  # fmt: skip
     alerts = [{key: record.get(key) for key in ALERT_FIELDS} for record in board.alerts]
+    supervisors = [
+        {"node": state.node, "shards": list(state.shards), "state": state.state,
+         "until": state.until, "failures": state.failures, "words": run_words(state, board.now)}
+        for state in sorted(board.supervisors.values(), key=lambda state: state.shards)
+    ]  # fmt: skip
     return {
         "deployment": settings.deployment,
         "name": settings.system_name,
@@ -164,6 +169,7 @@ def fleet_payload(
         "alerts": alerts,
         "incidents": [i.public(board.now) for i in incidents(board.alerts, board.active)],
         "restarts": restart_rows,
+        "supervisors": supervisors,
         "skipped": dict(skipped),
         "token_holder": token_holder,
     }

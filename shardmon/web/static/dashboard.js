@@ -240,6 +240,21 @@
     if (!fleet.restarts.length) list.append(element("li", "No restart recorded.", "muted"));
   }
 
+  function renderSupervisors(fleet) {
+    const list = $("supervisors");
+    list.replaceChildren();
+    const tones = { running: "up", backoff: "degraded", held: "disconnected", paused: "offline" };
+    for (const supervisor of fleet.supervisors) {
+      const item = element("li");
+      item.append(tag(supervisor.state, tones[supervisor.state] || "unknown"));
+      item.append(element("span", supervisor.words, "small"));
+      list.append(item);
+    }
+    if (!fleet.supervisors.length) {
+      list.append(element("li", "No shard runs under shardmon run.", "muted"));
+    }
+  }
+
   function render(fleet) {
     state.fleet = fleet;
     state.legend = Object.fromEntries(fleet.legend.map((entry) => [entry.code, entry]));
@@ -259,6 +274,7 @@
     renderAlerts(fleet);
     renderIncidents($("incidents"), fleet.incidents);
     renderRestarts(fleet);
+    renderSupervisors(fleet);
     const skipped = Object.entries(fleet.skipped);
     text("skipped", skipped.length ? `values in Redis that did not parse, skipped: ${skipped.map(([key, n]) => `${key} ${n}`).join(", ")}` : "");
     if (state.updates === 0) performance.mark("shardmon-first-render"); // for the benchmark
