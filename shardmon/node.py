@@ -13,6 +13,7 @@ import logging
 import signal
 import sys
 
+from shardmon.api import claim_process_startup
 from shardmon.connection import create_redis
 from shardmon.monitor import GatewayProvider, build_monitor
 from shardmon.settings import SettingsError, load_settings
@@ -33,7 +34,8 @@ async def run_node(gateway: GatewayProvider | None = None) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
-    await monitor.log_restart("startup")
+    if claim_process_startup():  # not under `shardmon run`: its supervisor logged the start
+        await monitor.log_restart("startup")
     await monitor.start()
     log.info("node %s running shards %s", monitor.config.node, list(monitor.config.shard_ids))
     await stopping.wait()

@@ -468,6 +468,7 @@ class Supervisor:
         interval = self.config.sample_interval_s
         with contextlib.suppress(*REDIS_FAILURES):
             await self.store.forget_stale_supervisors(self.store.clock.now())
+            await self._forget_replaced()
         while not self._stopping.is_set():
             try:
                 await self._poll_once()
@@ -495,6 +496,21 @@ class Supervisor:
         await self.store.report_supervisor(self.snapshot())
         if self.child is not None and not await self._child_samples_itself():
             await self.monitor.sample_once()
+
+    async def _forget_replaced(self) -> None:
+        """Forget the entries of earlier supervisors of these shards on this host whose process
+        is gone: a SIGKILLed supervisor could not remove its own."""
+        host = self.config.node.rpartition(":")[0]
+        for node, state in (await self.store.supervisors()).items():
+            other_host, _, pid = node.rpartition(":")
+            mine = set(state.shards) & set(self.config.shard_ids)
+            if node != self.config.node and mine and other_host == host and pid.isdigit():
+                try:
+                    os.kill(int(pid), 0)
+                except ProcessLookupError:
+                    await self.store.forget_supervisor(node)
+                except PermissionError:
+                    pass  # another user's process: alive
 
     def _take(self, request: RunRequest) -> None:
         if request.action == "resume":

@@ -14,7 +14,7 @@ from helpers import wait_for
 
 from shardmon.connection import RedisTarget
 from shardmon.demo.embedded import free_port
-from shardmon.demo.fleet import die_with_parent
+from shardmon.supervisor import die_with_parent
 
 
 class RedisServer:

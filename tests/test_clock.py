@@ -24,10 +24,10 @@ from redis_server import RedisServer
 from shardmon.cli import main
 from shardmon.clock import FleetClock
 from shardmon.connection import RedisTarget, create_redis
-from shardmon.demo.fleet import die_with_parent
 from shardmon.keys import Keys
 from shardmon.models import FLEET_TS_MIN_SKEW_S, parse_event
 from shardmon.monitor import MonitorConfig, build_monitor
+from shardmon.supervisor import die_with_parent
 
 INTERVAL_S = 0.5
 #: The hosts: node name -> (its shard, its clock's offset for libfaketime).

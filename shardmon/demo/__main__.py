@@ -2,7 +2,9 @@
 
 SIGUSR1 makes it hold a memory spike and SIGUSR2 lets it go; SIGWINCH drops its shards' (synthetic)
 gateway while the process runs on, and SIGURG resumes it; `SHARDMON_DEMO_CRASH_AFTER_S` makes it
-crash as a real bot would (a crash event, then an exit without a clean stop).
+crash as a real bot would (its traceback on stderr and an exit without a clean stop; a crash
+event of its own where no `shardmon run` supervises it), while `SHARDMON_DEMO_CRASH_FILE`, if
+set, exists.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import random
 import signal
 import sys
 import traceback
+from pathlib import Path
 
 from shardmon.api import persist_restart
 from shardmon.gateway import GatewayTracker
@@ -21,6 +24,7 @@ from shardmon.models import crash_metadata
 from shardmon.monitor import GatewayStats
 from shardmon.node import run_node
 from shardmon.settings import load_settings
+from shardmon.supervisor import SUPERVISOR_ENV
 from shardmon.tasks import spawn
 
 #: The signals that drop the demo node's gateway and resume it.
@@ -70,18 +74,23 @@ async def _demo_node() -> None:
     loop.add_signal_handler(GATEWAY_DROP, gateway, False)
     loop.add_signal_handler(GATEWAY_BACK, gateway, True)
     crash_after = float(os.environ.get("SHARDMON_DEMO_CRASH_AFTER_S", "0"))
+    crash_file = os.environ.get("SHARDMON_DEMO_CRASH_FILE", "")
 
     async def crash() -> None:
         await asyncio.sleep(crash_after)
+        if crash_file and not await asyncio.to_thread(Path(crash_file).exists):
+            return  # the demo mended this shard: it runs on
         try:
             raise RuntimeError("demo: the gateway loop died")
         except RuntimeError as exc:
-            event = (
-                load_settings()
-                .monitor_config()
-                .event("crash", crash_metadata(str(exc), traceback.format_exc()))
-            )
-            await asyncio.to_thread(persist_restart, event)
+            traceback.print_exc()  # to stderr, as a bot's crash: `shardmon run` keeps its tail
+            if not os.environ.get(SUPERVISOR_ENV):  # unsupervised, the node records it
+                event = (
+                    load_settings()
+                    .monitor_config()
+                    .event("crash", crash_metadata(str(exc), traceback.format_exc()))
+                )
+                await asyncio.to_thread(persist_restart, event)
         os._exit(1)  # a crash: no clean stop, no lease handed over
 
     crash_task = spawn(crash(), name="shardmon-demo-crash") if crash_after else None

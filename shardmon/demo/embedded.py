@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import redis
 
 from shardmon.connection import RECOMMENDED_SERVER_CONFIG
-from shardmon.demo.fleet import die_with_parent
+from shardmon.supervisor import die_with_parent
 
 __all__ = ["EmbeddedRedis", "embedded_redis", "free_port"]
 

@@ -6,7 +6,6 @@ killed (SIGKILL), frozen (SIGSTOP) and restarted, as a supervisor would.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import socket
@@ -15,17 +14,9 @@ import sys
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["LocalFleet", "die_with_parent"]
+from shardmon.supervisor import die_with_parent
 
-
-def die_with_parent() -> None:
-    """In a child, before exec: ask Linux to SIGTERM it when its parent dies, so that a
-    killed demo or test leaves no orphans (a no-op elsewhere)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+__all__ = ["LocalFleet"]
 
 
 class LocalFleet:
@@ -37,6 +28,7 @@ class LocalFleet:
         settings: more `SHARDMON_*` variables for every node (names without the prefix).
         folder: where each node's log and journal go.
         module: what each process runs (`python -m <module>`).
+        supervised: run each under `shardmon run` (which restarts it) instead.
     """
 
     def __init__(
@@ -46,9 +38,12 @@ class LocalFleet:
         settings: dict[str, str],
         folder: Path,
         module: str = "shardmon.node",
+        supervised: bool = False,
     ) -> None:
         self.redis_url = redis_url
-        self.module = module
+        self.command = [sys.executable, "-m", module]
+        if supervised:
+            self.command = [sys.executable, "-m", "shardmon.cli", "run", "--", *self.command]
         self.shard_count = shard_count
         self.settings = settings
         self.folder = folder
@@ -83,7 +78,7 @@ class LocalFleet:
         env.update(extra_env)
         with self.log_path(shard).open("ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", self.module],
+                self.command,
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -1,10 +1,12 @@
 """`shardmon demo`: the scenario that a fleet of demo nodes plays.
 
 Each shard is an OS process (`python -m shardmon.demo`, a node with synthetic gateway figures)
-against `SHARDMON_REDIS_URL`, or an embedded Redis when none is set. The scenario shows the
-product: one shard's gateway drops while its process runs on (one `disconnected` alert, then one
-"resolved"); one shard crash-loops into a restart storm (one alert); another's memory spikes (one
-alert, then one "resolved"); the leader is killed and another takes over (no duplicate alert).
+under its own `shardmon run`, against `SHARDMON_REDIS_URL`, or an embedded Redis when none is
+set. The scenario shows the product: one shard's gateway drops while its process runs on (one
+`disconnected` alert, then one "resolved"); one shard crash-loops, its supervisor backs off
+(1 s, 2 s) and pauses it at the restart storm (one storm alert, one "held" alert) until the
+demo mends it and resumes it; another's memory spikes (one alert, then one "resolved"); the
+leading process is killed and another takes over (no duplicate alert).
 At the end the demo prints the status (with a synthetic IDENTIFY budget, labelled so: the demo
 has no bot token), restarts, stats and performance views.
 """
@@ -12,7 +14,9 @@ has no bot token), restarts, stats and performance views.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import os
 import signal
 import sys
 import tempfile
@@ -31,16 +35,21 @@ from shardmon.demo.__main__ import GATEWAY_BACK, GATEWAY_DROP
 from shardmon.demo.embedded import embedded_redis, free_port
 from shardmon.demo.fleet import LocalFleet
 from shardmon.keys import Keys
-from shardmon.models import SessionStartLimit
+from shardmon.models import RunState, SessionStartLimit
 from shardmon.settings import Settings, load_settings
 from shardmon.store import Store
+from shardmon.supervisor import exit_words
 from shardmon.tasks import TaskSet
 from shardmon.web import BoardSettings, make_app, start
 
 __all__ = ["run_demo"]
 
-#: A crash-looping demo shard dies this long after it starts, three times.
+#: The crash-looping demo shard dies this long after it starts, until the demo mends it.
 CRASH_AFTER_S = 2.0
+#: Its supervisor (`shardmon run`) backs off from a second, doubling: paused within 15 s.
+RUN_BACKOFF_S = 1.0
+#: The pause shows this long before the demo mends the shard and resumes it.
+PAUSE_SHOWN_S = 3.0
 LEASE_S = 5.0
 #: The demo's dashboard refreshes this often: a second, to follow the scenario.
 DASHBOARD_REFRESH_S = 1.0
@@ -58,8 +67,16 @@ class _Demo:
             "deployment": deployment, "sample_interval_s": "1", "leader_lease_s": str(LEASE_S),
             "system_name": "shardmon demo bot", "environment": "Demo", "version": "1.0.0",
             "disconnected_after_s": str(DISCONNECTED_AFTER_S),
+            "run_backoff_s": str(RUN_BACKOFF_S), "run_backoff_max_s": "8",
+            "run_stop_timeout_s": "5",
         }  # fmt: skip
-        self.fleet = LocalFleet(url, shards, self.settings, folder, module="shardmon.demo")
+        # Each shard runs under `shardmon run`, which restarts it, backs off and pauses.
+        self.fleet = LocalFleet(url, shards, self.settings, folder, module="shardmon.demo",
+                                supervised=True)  # fmt: skip
+        self.crash_file = folder / "crash-looping"  # the looping shard crashes while it exists
+        self.crash_file.touch()
+        self.run_said: dict[int, tuple[str, int]] = {}  # shard -> its supervisor, as last said
+        self.mended = False
         # A tenth of this machine's (or container's) memory, at most 1 GiB: a spike that shows.
         self.spike_mb = int(min(1024, Collector().collect().memory_total_mb * 0.10))
         self.client = create_redis(url)
@@ -67,7 +84,6 @@ class _Demo:
         self.started = time.monotonic()
         self.begun = time.time()
         self.seen_alerts: set[str] = set()
-        self.crashes_left = 3
         self.failures: list[str] = []
         self.background = TaskSet()
 
@@ -76,9 +92,33 @@ class _Demo:
 
     def node_env(self, shard: int) -> dict[str, str]:
         env = {"SHARDMON_DEMO_SPIKE_MB": str(self.spike_mb)}
-        if shard == self.shards - 1 and self.crashes_left:  # the crash-looping shard
+        if shard == self.shards - 1:  # the crash-looping shard
             env["SHARDMON_DEMO_CRASH_AFTER_S"] = str(CRASH_AFTER_S)
+            env["SHARDMON_DEMO_CRASH_FILE"] = str(self.crash_file)
         return env
+
+    async def supervisors(self) -> dict[int, RunState]:
+        """Shard -> what its supervisor said lately."""
+        states = await self.store.supervisors(fresh_after=time.time() - 10)
+        return {shard: state for state in states.values() for shard in state.shards}
+
+    async def child_pid(self, shard: int) -> int | None:
+        """The pid of the shard's demo node, the child of its supervisor."""
+        state = (await self.supervisors()).get(shard)
+        return None if state is None else state.pid
+
+    async def report_supervisors(self) -> None:
+        """Say what each supervisor does when it changes: a back-off, a pause, a restart."""
+        for shard, state in sorted((await self.supervisors()).items()):
+            said, before = (state.state, state.failures), self.run_said.get(shard)
+            if said == before:
+                continue
+            self.run_said[shard] = said
+            if state.state in ("backoff", "paused", "held"):
+                emoji = {"backoff": "⏳", "paused": "⏸️ ", "held": "✋"}[state.state]
+                self.say(f"{emoji} shard {shard}'s supervisor: {state.reason}")
+            elif state.state == "running" and before and before[0] != "running":
+                self.say(f"▶️  shard {shard} running again (pid {state.pid})")
 
     async def report_alerts(self) -> list[dict[str, object]]:
         records = await self.store.recent_alerts(100)
@@ -91,15 +131,30 @@ class _Demo:
         return records
 
     async def supervise(self) -> None:
-        """Restart exited shard processes, as systemd or Kubernetes would."""
-        looping = self.shards - 1
+        """Start again a supervisor that ended (as systemd would), say what the supervisors do,
+        and mend the crash loop once its pause has shown."""
         for shard, process in list(self.fleet.processes.items()):
             if process.poll() is None:
                 continue
-            if shard == looping and self.crashes_left:
-                self.crashes_left -= 1
-                self.say(f"💥 shard {shard} crashed; restarting it ({3 - self.crashes_left}/3)")
+            self.say(f"🔁 shard {shard}'s supervisor {exit_words(process.returncode)}: "
+                     "started again, as systemd would")  # fmt: skip
             self.fleet.start(shard, **self.node_env(shard))
+        await self.report_supervisors()
+        await self.mend()
+
+    async def mend(self) -> None:
+        """Once the crash loop is paused: mend the shard and resume it, as an operator would
+        (`shardmon run --resume` asks the same of its supervisor)."""
+        looping = self.shards - 1
+        state = (await self.supervisors()).get(looping)
+        if self.mended or state is None or state.state != "paused":
+            return
+        if time.time() - state.since < PAUSE_SHOWN_S:
+            return
+        self.crash_file.unlink(missing_ok=True)
+        await self.store.ask_supervisors([looping], "resume", "mended", by="the demo")
+        self.mended = True
+        self.say(f"🩹 shard {looping} mended: `shardmon run --resume --shards {looping}`")
 
     async def wait_for(
         self, what: str, check: Callable[[], Awaitable[bool]], limit_s: float
@@ -124,7 +179,10 @@ class _Demo:
         await self.store.set_threshold(f"memory:{shard}", threshold)
         self.say(f"📈 shard {shard}: memory threshold set to {threshold}% (it is at "
                  f"{latest.memory:.1f}%); the shard now holds {spike_mb} MB more")  # fmt: skip
-        self.fleet.processes[shard].send_signal(signal.SIGUSR1)
+        pid = await self.child_pid(shard)
+        if pid is None:
+            return
+        os.kill(pid, signal.SIGUSR1)
 
         async def alerted() -> bool:
             return any(
@@ -132,7 +190,8 @@ class _Demo:
             )
 
         if await self.wait_for("memory alert", alerted, 15):
-            self.fleet.processes[shard].send_signal(signal.SIGUSR2)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGUSR2)
             self.say(f"📉 shard {shard} let the memory go")
 
             async def resolved() -> bool:
@@ -166,11 +225,14 @@ class _Demo:
 
         if not await self.wait_for(f"shard {shard}'s first sample", tracking, 15):
             return
+        pid = await self.child_pid(shard)
+        if pid is None:
+            return
         self.say(f"📡 shard {shard}'s gateway drops; its process keeps running")
-        self.fleet.signal(shard, GATEWAY_DROP)
+        os.kill(pid, GATEWAY_DROP)
         if await self._seen("disconnected", "alert", DISCONNECTED_AFTER_S + 15):
-            if self.fleet.processes[shard].poll() is None:
-                self.fleet.signal(shard, GATEWAY_BACK)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, GATEWAY_BACK)
             self.say(f"📡 shard {shard}'s gateway resumed")
             await self._seen("disconnected", "resolved", 15)
 
@@ -188,12 +250,21 @@ class _Demo:
         )
 
     async def kill_leader(self) -> None:
+        """SIGKILL to the leading process: a shard's supervisor (systemd starts it again) or
+        its demo node (its supervisor restarts it)."""
         old = await self.store.leader()
-        shard = self.fleet.shard_of(old.node)
-        if shard is None:
+        if old.node is None:
             return
-        self.say(f"🔪 SIGKILL to the leader, shard {shard}'s node {old.node} (epoch {old.epoch})")
-        self.fleet.kill(shard)
+        pid = int(old.node.rpartition(":")[2])
+        what = "a node"
+        for shard, state in (await self.supervisors()).items():
+            if state.node == old.node:
+                what = f"shard {shard}'s supervisor"
+            elif state.pid == pid:
+                what = f"shard {shard}'s demo node"
+        self.say(f"🔪 SIGKILL to the leader, {what} {old.node} (epoch {old.epoch})")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
         killed_at = time.monotonic()
 
         async def taken_over() -> bool:
@@ -218,7 +289,7 @@ class _Demo:
             self.fleet.start(shard, **self.node_env(shard))
 
         async def led() -> bool:
-            return self.fleet.shard_of((await self.store.leader()).node) is not None
+            return (await self.store.leader()).node is not None
 
         await self.wait_for("leader", led, 15)
         await self.synthetic_budget()
