@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import getpass
 import json
 import logging
@@ -333,7 +334,9 @@ async def _supervise(settings: Settings, command: list[str]) -> int:
     from shardmon.supervisor import Supervisor, budget_reader
 
     client = create_redis(settings.redis_target())
-    monitor = build_monitor(settings.monitor_config(), client, sinks=settings.alert_sinks())
+    # The child serves the health port (its extension's sampling loop), not its supervisor.
+    config = dataclasses.replace(settings.monitor_config(), health_port=None)
+    monitor = build_monitor(config, client, sinks=settings.alert_sinks())
     rest = None
     if settings.bot_token is not None:
         rest = gateway_bot_reader(settings.discord_api_url, settings.bot_token)

@@ -4,8 +4,10 @@ the `supervisors` hash, the alert records), not from the wall clock."""
 
 from __future__ import annotations
 
+import configparser
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -16,12 +18,14 @@ from typing import Any
 
 import pytest
 import redis
+import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from helpers import wait_for
 from redis_server import RedisServer
 
 from shardmon.keys import Keys
+from shardmon.settings import Settings
 from shardmon.supervisor import RunPolicy, exit_words, next_scheduled
 
 DEPLOYMENT = "run"
@@ -381,3 +385,101 @@ def test_a_new_version_restarts_the_child_as_a_deployment(
     deployment = run.events(2)[-1]
     assert deployment["type"] == "deployment" and deployment["version"] == "1.1.0"
     assert deployment["metadata"] == {"from": "1.0.0"}
+
+
+ROOT = Path(__file__).resolve().parent.parent
+#: A bot that crashes on its first start and runs on its second: a mended crash.
+MENDED = """import pathlib, sys, time
+marker = pathlib.Path(sys.argv[1])
+if not marker.exists():
+    marker.write_text("crashed once")
+    raise SystemExit("first start: the bot fell over")
+print("running", flush=True)
+time.sleep(600)
+"""
+
+
+def _example_env(redis_url: str, tmp_path: Path, **more: str) -> dict[str, str]:
+    """.env.example's settings (no bot token: no Discord here), on the test's Redis."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHARDMON_")}
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        name, sep, value = line.partition("=")
+        if sep and not line.startswith("#") and name != "SHARDMON_BOT_TOKEN":
+            env[name] = value
+    return env | {"SHARDMON_REDIS_URL": redis_url, "SHARDMON_JOURNAL_PATH":
+                  str(tmp_path / "journal.log"), "SHARDMON_SAMPLE_INTERVAL_S": "0.2",
+                  "SHARDMON_RUN_BACKOFF_S": "0.2", **more}  # fmt: skip
+
+
+def _supervised(command: list[str], env: dict[str, str], tmp_path: Path, shard: int) -> None:
+    """Run `command` (a `shardmon run` as a unit or a service says it) until its bot crashed,
+    was restarted, and was restarted again on SIGHUP; then stop it with SIGTERM."""
+    client = redis.Redis.from_url(env["SHARDMON_REDIS_URL"], decode_responses=True)
+    keys = Keys(env["SHARDMON_DEPLOYMENT"])
+
+    def types() -> list[str]:
+        return [json.loads(e)["type"] for e in client.zrange(keys.shard_restarts(shard), 0, -1)]
+
+    with (tmp_path / "out").open("wb") as out:
+        supervisor = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=out,
+                                      stderr=subprocess.STDOUT)  # fmt: skip
+        try:
+            wait_for(lambda: (tmp_path / "out").read_bytes().count(b"running") == 1, 20,
+                     "the bot running after its crash")  # fmt: skip
+            assert types() == ["startup", "crash"]
+            supervisor.send_signal(signal.SIGHUP)  # systemctl reload; docker compose kill -s HUP
+            wait_for(lambda: types() == ["startup", "crash", "manual"], 20, "the reload")
+            wait_for(lambda: (tmp_path / "out").read_bytes().count(b"running") == 2, 20,
+                     "the bot running again")  # fmt: skip
+            supervisor.send_signal(signal.SIGTERM)  # systemctl stop; docker compose stop
+            assert supervisor.wait(30) == 128 + signal.SIGTERM
+        finally:
+            if supervisor.poll() is None:
+                supervisor.kill()
+                supervisor.wait()
+            client.close()
+
+
+def test_the_systemd_unit_of_the_readme_runs_the_bot_under_shardmon_run(
+    tmp_path: Path, redis_url: str
+) -> None:
+    unit = configparser.ConfigParser(interpolation=None, strict=False)
+    unit.optionxform = str  # type: ignore[assignment, method-assign]
+    unit.read(ROOT / "contrib" / "systemd" / "mybot.service")
+    service = unit["Service"]
+    argv = shlex.split(service["ExecStart"])
+    assert argv[0] == "/opt/mybot/.venv/bin/shardmon" and argv[1:5] == ["run", "--shards", "0-15",
+                                                                        "--"]  # fmt: skip
+    assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    assert service["KillSignal"] == "SIGTERM" and service["Restart"] == "on-failure"
+    stop_timeout = Settings.model_fields["run_stop_timeout_s"].default
+    assert float(service["TimeoutStopSec"]) > stop_timeout  # the supervisor kills a stuck bot
+    bot = tmp_path / "bot.py"
+    bot.write_text(MENDED)
+    # as systemd runs it, with this machine's Python in place of /opt/mybot/.venv
+    command = [sys.executable, "-m", "shardmon.cli", *argv[1:5], sys.executable, str(bot),
+               str(tmp_path / "marker")]  # fmt: skip
+    env = _example_env(redis_url, tmp_path, SHARDMON_SHARD_COUNT="16")
+    _supervised(command, env, tmp_path, shard=3)
+
+
+def test_the_compose_services_run_their_bot_under_shardmon_run(
+    tmp_path: Path, redis_url: str
+) -> None:
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    service = services["shard-2-3"]
+    command = service["command"]
+    assert command == ["shardmon", "run", "--", "python", "-m", "shardmon.bot"]
+    assert service["restart"] == "on-failure"
+    grace = float(str(service["stop_grace_period"]).removesuffix("s"))
+    assert grace > Settings.model_fields["run_stop_timeout_s"].default
+    bot = tmp_path / "bot.py"
+    bot.write_text(MENDED)
+    env = _example_env(redis_url, tmp_path) | {
+        name: str(value) for name, value in service["environment"].items()
+        if name not in ("SHARDMON_REDIS_URL", "SHARDMON_JOURNAL_PATH")
+    }  # fmt: skip
+    # as the container runs it, with the bot of this test in place of the reference bot
+    argv = [sys.executable, "-m", "shardmon.cli", *command[1:3], sys.executable, str(bot),
+            str(tmp_path / "marker")]  # fmt: skip
+    _supervised(argv, env, tmp_path, shard=2)
