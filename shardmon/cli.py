@@ -30,6 +30,7 @@ from shardmon.keys import Keys
 from shardmon.models import MalformedData, RestartType, parse_event
 from shardmon.rules import DEFAULT_RULES
 from shardmon.settings import Settings, SettingsError, load_settings
+from shardmon.states import format_shard_ranges, parse_shard_list
 from shardmon.store import Store
 
 __all__ = ["build_parser", "main"]
@@ -67,10 +68,8 @@ def _duration(text: str) -> float:
 
 def _shard_list(text: str) -> list[int]:
     """`0,1` or `0-3`: shard ids."""
-    from shardmon.states import parse_shard_range
-
     try:
-        return [shard for part in text.split(",") for shard in parse_shard_range(part)]
+        return parse_shard_list(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -364,40 +363,28 @@ async def _ask(
     try:
         store = Store(client, Keys(settings.deployment))
         await store.sync_clock()
-        fresh = store.clock.now() - settings.limits.offline_after_s
-        owners = {shard: state.node for state in (await store.supervisors(fresh)).values()
-                  for shard in state.shards}  # fmt: skip
-        nobody = [shard for shard in shards if shard not in owners]
-        asked = [shard for shard in shards if shard in owners]
-        if nobody:
-            print(f"no supervisor (shardmon run) reports shard(s) {_shard_words(nobody)}: "
-                  "not asked", file=sys.stderr)  # fmt: skip
-        if not asked:
-            return 1
         by = f"{getpass.getuser()}@{socket.gethostname()}"
-        await store.ask_supervisors(asked, action, reason, by)
-        waiting = set(asked)
+        fresh = store.clock.now() - settings.limits.offline_after_s
+        done = await store.ask_supervisors(shards, action, reason, by, fresh_after=fresh)
+        if done.nobody:
+            print(f"no supervisor (shardmon run) reports shard(s) "
+                  f"{format_shard_ranges(done.nobody)}: not asked", file=sys.stderr)  # fmt: skip
+        waiting = set(done.asked)
         deadline = time.monotonic() + settings.sample_interval_s + 5
         while wait and waiting and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
             waiting &= set(await store.pending_requests(waiting))
-        for shard in asked:
+        for shard, node in done.asked.items():
             if not wait:
-                print(f"shard {shard}: {action} asked of {owners[shard]}")
+                print(f"shard {shard}: {action} asked of {node}")
             elif shard in waiting:
-                print(f"shard {shard}: {action} not taken by {owners[shard]} within "
+                print(f"shard {shard}: {action} not taken by {node} within "
                       f"{settings.sample_interval_s + 5:g} s", file=sys.stderr)  # fmt: skip
             else:
-                print(f"shard {shard}: {action} taken by {owners[shard]}")
-        return 1 if nobody or (wait and waiting) else 0
+                print(f"shard {shard}: {action} taken by {node}")
+        return 1 if done.nobody or (wait and waiting) else 0
     finally:
         await client.aclose()
-
-
-def _shard_words(shards: Sequence[int]) -> str:
-    from shardmon.states import format_shard_ranges
-
-    return format_shard_ranges(shards)
 
 
 def log_restart(settings: Settings, args: argparse.Namespace) -> int:

@@ -38,6 +38,7 @@ __all__ = [
     "fleet_grid",
     "format_shard_ranges",
     "judge_fleet",
+    "parse_shard_list",
     "parse_shard_range",
     "parse_shard_ranges",
     "shard_code",
@@ -224,6 +225,11 @@ def first_shard(ranges: str) -> int:
     """The first shard of checked ranges (`check_shard_ranges`): `4-7,12` -> 4."""
     found = _RANGE.match(ranges)
     return int(found[1]) if found else 0
+
+
+def parse_shard_list(text: str) -> list[int]:
+    """`0,1` or `0-3,8`, as a person types it: the shard ids; ValueError otherwise."""
+    return [shard for part in text.split(",") for shard in parse_shard_range(part)]
 
 
 def parse_shard_ranges(text: str, limit: int) -> list[int]:

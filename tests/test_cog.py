@@ -28,12 +28,13 @@ from shardmon.connection import create_redis
 from shardmon.discordpy import cog as cog_module
 from shardmon.discordpy.sinks import ChannelSink
 from shardmon.keys import Keys
+from shardmon.models import RunState
 from shardmon.monitor import GatewayStats, build_monitor
 from shardmon.settings import Settings, load_settings
 from shardmon.sinks import Alert
 from shardmon.store import Store
 
-COMMANDS = {"uptime", "restarts", "restart_stats", "performance", "shards", "shard"}
+COMMANDS = {"uptime", "restarts", "restart_stats", "performance", "shards", "shard", "restart"}
 
 
 @pytest.fixture
@@ -432,3 +433,26 @@ def test_an_error_that_ends_the_bot_is_logged_as_a_crash(redis_url: str, tmp_pat
     with sync_redis.Redis.from_url(redis_url, decode_responses=True) as client:
         types = [json.loads(m)["type"] for m in client.zrange(Keys("crashing").restarts, 0, -1)]
     assert sorted(types) == ["crash", "startup"]
+
+
+async def test_restart_asks_the_supervisors_of_the_shards_it_names(
+    cog: ShardmonCog, settings: Settings, client: aioredis.Redis
+) -> None:
+    store = Store(client, Keys(settings.deployment))
+    now = store.clock.now()
+    await store.report_supervisor(RunState(node="bot-1:42", shards=(1,), state="running",
+                                           since=now, seen=now))  # fmt: skip
+    interaction = RecordedInteraction()
+    await cog.restart.callback(cog, interaction, "1,3", "hotfix @everyone")  # type: ignore[arg-type]
+    [reply] = interaction.replies
+    assert reply.content is not None
+    lines = reply.content.splitlines()
+    assert lines[0] == "🔁 Shard 1: restart asked of its supervisor `bot-1:42`."
+    assert lines[-1] == "No supervisor (`shardmon run`) reports shard(s) 3: not asked."
+    pending = await store.pending_requests([1, 3])
+    assert list(pending) == [1] and pending[1].action == "restart"
+    assert pending[1].reason == "hotfix @everyone" and pending[1].by.endswith("(4242) in Discord")
+    for wrong, said in (("x", "Give shard ids like"), ("9", "There is no shard 9")):
+        refused = RecordedInteraction()
+        await cog.restart.callback(cog, refused, wrong, None)  # type: ignore[arg-type]
+        assert refused.replies[0].ephemeral and said in (refused.replies[0].content or "")

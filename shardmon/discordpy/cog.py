@@ -35,8 +35,10 @@ from shardmon.discordpy.watch import GatewayWatch
 from shardmon.failures import REDIS_FAILURES, RedisFailure, classify
 from shardmon.gateway import parse_guild_id, shard_for_guild
 from shardmon.monitor import GatewayStats, build_monitor
+from shardmon.render import defuse_mentions
 from shardmon.rules import CpuRule, MemoryRule
 from shardmon.settings import Settings
+from shardmon.states import format_shard_ranges, parse_shard_list
 
 __all__ = ["ShardmonCog"]
 
@@ -525,6 +527,51 @@ class ShardmonCog(commands.Cog, name="Shardmon"):
             )
             return
         log.error("/%s failed", _name(interaction), exc_info=error)
+
+    @app_commands.command(
+        name="restart", description="Restart shards' bots through their supervisors (shardmon run)"
+    )
+    @app_commands.describe(
+        shards="Shard ids: 3, 0,1 or 0-3", reason="Why: recorded with the restart"
+    )
+    async def restart(
+        self, interaction: discord.Interaction, shards: str, reason: str | None = None
+    ) -> None:
+        """For operators: `shardmon restart`, from Discord."""
+        count = self.settings.shard_count
+        try:
+            wanted = parse_shard_list(shards)
+        except ValueError:
+            await interaction.response.send_message(
+                "Give shard ids like `3`, `0,1` or `0-3`.", ephemeral=True
+            )
+            return
+        beyond = [shard for shard in wanted if shard >= count]
+        if beyond:
+            await interaction.response.send_message(
+                f"There is no shard {beyond[0]}: this bot has shards 0 to {count - 1}.",
+                ephemeral=True,
+            )
+            return
+        await interaction.response.defer(ephemeral=not self.access.in_operator_guild(interaction))
+        user = interaction.user
+        try:
+            fresh = self.store.clock.now() - self.limits.offline_after_s
+            done = await self.store.ask_supervisors(
+                wanted, "restart", (reason or "")[:500], f"{user} ({user.id}) in Discord", fresh
+            )
+        except REDIS_FAILURES as exc:
+            await self._failed(interaction, classify(exc))
+            return
+        lines = [f"🔁 Shard {shard}: restart asked of its supervisor `{node}`."
+                 for shard, node in done.asked.items()]  # fmt: skip
+        if done.asked:
+            lines.append(f"It restarts within {self.settings.sample_interval_s:g} s and records "
+                         "a manual restart with your reason.")  # fmt: skip
+        if done.nobody:
+            lines.append(f"No supervisor (`shardmon run`) reports shard(s) "
+                         f"{format_shard_ranges(done.nobody)}: not asked.")  # fmt: skip
+        await interaction.followup.send(defuse_mentions("\n".join(lines)))
 
     @app_commands.command(name="shards", description="Every shard: status, latency, guilds, uptime")
     async def shards(self, interaction: discord.Interaction) -> None:

@@ -6,16 +6,27 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 from shardmon.models import MalformedData, RunRequest, RunState
 from shardmon.store._base import StoreBase
 
-__all__ = ["SupervisorStore"]
+__all__ = ["Asked", "SupervisorStore"]
 
 #: A supervisor's entry that has not been written for this long is gone (a SIGKILLed
 #: supervisor cannot remove it): readers skip it, and a supervisor's start deletes it.
 FORGOTTEN_AFTER_S = 86400
+
+
+@dataclass(frozen=True, slots=True)
+class Asked:
+    """What `ask_supervisors` did: the request, the shards asked (-> their supervisor's node)
+    and the shards no supervisor reports (not asked)."""
+
+    request: RunRequest
+    asked: dict[int, str]
+    nobody: list[int]
 
 
 class SupervisorStore(StoreBase):
@@ -58,16 +69,23 @@ class SupervisorStore(StoreBase):
         action: Literal["restart", "resume"],
         reason: str = "",
         by: str = "",
-    ) -> RunRequest:
-        """Ask the supervisor of each shard to `restart` its child or `resume` restarts; the
-        one request (its id) is written for every shard, replacing any not yet taken."""
+        fresh_after: float | None = None,
+    ) -> Asked:
+        """Ask the supervisor of each shard that one reports (since `fresh_after`) to
+        `restart` its child or `resume` restarts: one request, written for each of those
+        shards, replacing any not yet taken. The others are not asked, and said so."""
+        owners = {shard: state.node for state in (await self.supervisors(fresh_after)).values()
+                  for shard in state.shards}  # fmt: skip
+        wanted = list(dict.fromkeys(shards))
+        asked = {shard: owners[shard] for shard in wanted if shard in owners}
         request = RunRequest(
             id=uuid.uuid4().hex, action=action, reason=reason, by=by, ts=self.clock.now()
         )
-        await self.client.hset(
-            self.keys.run_requests, mapping={str(shard): request.to_json() for shard in shards}
-        )
-        return request
+        if asked:
+            await self.client.hset(
+                self.keys.run_requests, mapping={str(shard): request.to_json() for shard in asked}
+            )
+        return Asked(request, asked, [shard for shard in wanted if shard not in owners])
 
     async def take_requests(self, shards: Sequence[int]) -> list[RunRequest]:
         """The requests asked of `shards`, taken (deleted) in one step; the same request for
