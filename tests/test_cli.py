@@ -158,7 +158,10 @@ def test_bad_arguments_get_a_clear_error(
 COMMANDS = ["status", "restarts", "stats", "performance", "alerts", "keys", "thresholds", "watch"]
 
 
-@pytest.mark.parametrize("command", [*COMMANDS, "prune", "log-restart", "exporter", "demo"])
+@pytest.mark.parametrize(
+    "command",
+    [*COMMANDS, "prune", "log-restart", "exporter", "demo", "dashboard", "run", "restart"],
+)
 def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])

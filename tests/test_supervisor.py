@@ -483,3 +483,25 @@ def test_the_compose_services_run_their_bot_under_shardmon_run(
     argv = [sys.executable, "-m", "shardmon.cli", *command[1:3], sys.executable, str(bot),
             str(tmp_path / "marker")]  # fmt: skip
     _supervised(argv, env, tmp_path, shard=2)
+
+
+def test_it_samples_a_plain_child_and_stands_aside_for_one_that_samples_itself(
+    runs: Callable[..., Run],
+) -> None:
+    plain = runs("0", RUNNING)
+    plain.wait(lambda: _latest_node(plain, 0) == plain.node, "the supervisor's sample")
+    # a child that runs a monitor of its own (as a bot with the extension does)
+    monitored = runs("1", ["-m", "shardmon.node"])
+    monitored.wait(lambda: _pid(monitored) is not None, "the child")
+    child_node = f"{os.uname().nodename}:{_pid(monitored)}"
+    monitored.wait(lambda: _latest_node(monitored, 1) == child_node, "the child's own sample")
+    for _ in range(10):  # two seconds of ten sampling intervals: the child's samples alone
+        assert _latest_node(monitored, 1) == child_node
+        time.sleep(0.2)
+    # one startup per process: the supervisor's, not the child monitor's as well
+    assert [e["type"] for e in monitored.events(1)] == ["startup"]
+
+
+def _latest_node(run: Run, shard: int) -> str | None:
+    raw = run.client.hget(KEYS.latest, str(shard))
+    return json.loads(raw)["node"] if raw else None
