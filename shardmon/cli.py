@@ -19,7 +19,7 @@ import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from shardmon import views
@@ -32,6 +32,10 @@ from shardmon.rules import DEFAULT_RULES
 from shardmon.settings import Settings, SettingsError, load_settings
 from shardmon.states import format_shard_ranges, parse_shard_list
 from shardmon.store import Store
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+    from aiohttp import web
 
 __all__ = ["build_parser", "main"]
 
@@ -220,6 +224,11 @@ async def serve_exporter(settings: Settings, host: str, port: int) -> None:
         await client.aclose()
         raise CliError(f"cannot serve on {host}:{port}: {exc}") from None
     print(f"serving http://{host}:{port}/metrics for deployment {settings.deployment}", flush=True)
+    await _serve_until_stopped(runner, client)
+
+
+async def _serve_until_stopped(runner: web.AppRunner, client: aioredis.Redis) -> None:
+    """Serve until SIGTERM or SIGINT, then stop the server and close its Redis client."""
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -262,15 +271,7 @@ async def serve_dashboard(settings: Settings, args: argparse.Namespace) -> None:
         print(f"serving the dashboard {base}/ ({guard}) and the status page {base}/status "
               f"for deployment {settings.deployment}")  # fmt: skip
     sys.stdout.flush()
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stopping.set)
-    try:
-        await stopping.wait()
-    finally:
-        await runner.cleanup()
-        await client.aclose()
+    await _serve_until_stopped(runner, client)
 
 
 def doctor(args: argparse.Namespace) -> int:

@@ -84,6 +84,18 @@ def _spread(spread: Spread | None) -> dict[str, float] | None:
     return None if spread is None else asdict(spread)
 
 
+def _grid(board: FleetBoard, settings: BoardSettings) -> dict[str, Any]:
+    """What both pages' payloads open with: the bot's name, the grid and how fresh it is."""
+    return {
+        "name": settings.system_name,
+        "now": board.now,
+        "refresh_s": settings.refresh_s,
+        "judged_at": board.judged_at,
+        "shard_count": settings.shard_count,
+        "states": board.grid.states,
+    }
+
+
 def _public_counts(states: str) -> dict[str, int]:
     """How many shards the public sees in each public state."""
     counts = dict.fromkeys(("up", "degraded", "down", "unknown"), 0)
@@ -145,13 +157,8 @@ def fleet_payload(
         for state in sorted(board.supervisors.values(), key=lambda state: state.shards)
     ]  # fmt: skip
     return {
+        **_grid(board, settings),
         "deployment": settings.deployment,
-        "name": settings.system_name,
-        "now": board.now,
-        "refresh_s": settings.refresh_s,
-        "judged_at": board.judged_at,
-        "shard_count": settings.shard_count,
-        "states": board.grid.states,
         "legend": [asdict(state) for state in TILE_STATES],
         "nodes": _nodes(board),
         "summary": figures,
@@ -223,12 +230,7 @@ def status_payload(board: FleetBoard, settings: BoardSettings) -> dict[str, Any]
     and the last incidents in words. Nothing else: no node, host, version, figure or error."""
     latency = board.summary.latency_ms
     return {
-        "name": settings.system_name,
-        "now": board.now,
-        "refresh_s": settings.refresh_s,
-        "judged_at": board.judged_at,
-        "shard_count": settings.shard_count,
-        "states": board.grid.states,
+        **_grid(board, settings),
         "legend": [{"code": s.code, "state": s.public} for s in TILE_STATES],
         "up": _public_counts(board.grid.states),
         "latency_ms": None if latency is None else round(latency.average),

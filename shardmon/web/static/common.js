@@ -65,7 +65,25 @@
     if (!incidents.length) list.append(element("li", "No incident lately.", "muted"));
   }
 
+  /** GET `url` as JSON; an answer that is not 2xx throws an Error with its `status` and the
+   * server's words (`unavailable` where it gave none). */
+  async function getJSON(url, unavailable) {
+    const response = await fetch(url, { headers: { Accept: "application/json" } });
+    let payload = null;
+    try {
+      payload = await response.json();
+    } catch (error) {
+      payload = null;
+    }
+    if (!response.ok) {
+      const failure = new Error((payload && payload.error) || unavailable || `HTTP ${response.status}`);
+      failure.status = response.status;
+      throw failure;
+    }
+    return payload;
+  }
+
   window.shardmonCommon = {
-    parseRanges, paletteColour, formatDuration, formatTime, element, renderIncidents,
+    parseRanges, paletteColour, formatDuration, formatTime, element, renderIncidents, getJSON,
   };
 })();

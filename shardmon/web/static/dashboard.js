@@ -48,19 +48,12 @@
   }
 
   async function getJSON(url) {
-    const response = await fetch(url, { headers: { Accept: "application/json" } });
-    let payload = null;
     try {
-      payload = await response.json();
+      return await window.shardmonCommon.getJSON(url);
     } catch (error) {
-      payload = null;
+      if (error.status === 401) window.location.reload(); // the page asks for the token
+      throw error;
     }
-    if (response.status === 401) {
-      window.location.reload(); // the page asks for the token
-      throw new Error("the dashboard's token is needed");
-    }
-    if (!response.ok) throw new Error((payload && payload.error) || `HTTP ${response.status}`);
-    return payload;
   }
 
   function showError(message) {

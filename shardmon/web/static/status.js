@@ -19,17 +19,8 @@
   const grid = new TileGrid($("grid"), $("tooltip"), describe);
   state.grid = grid;
 
-  async function getJSON(url) {
-    const response = await fetch(url, { headers: { Accept: "application/json" } });
-    let payload = null;
-    try {
-      payload = await response.json();
-    } catch (error) {
-      payload = null;
-    }
-    if (!response.ok) throw new Error((payload && payload.error) || "The status is unavailable right now.");
-    return payload;
-  }
+  const UNAVAILABLE = "The status is unavailable right now.";
+  const getJSON = (url) => window.shardmonCommon.getJSON(url, UNAVAILABLE);
 
   function overall(status) {
     const { up, degraded, down } = status.up;
