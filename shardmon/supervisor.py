@@ -265,7 +265,7 @@ class Supervisor:
                 await self._wait(None)
                 continue
             backing_off = self.state == "backoff" and self.until is not None
-            if backing_off and self._restart is None and time.time() < (self.until or 0):
+            if backing_off and self._restart is None and self.store.clock.now() < (self.until or 0):
                 await self._wait(self.until)  # (a restart asked for does not wait)
                 continue
             hold = await self._budget_hold()
@@ -323,9 +323,11 @@ class Supervisor:
         return limit.resets_at + 1.0, reason
 
     async def _wait(self, until: float | None) -> None:
-        """Until `until` (epoch seconds; None: until woken), or a stop, request or resume."""
+        """Until `until` (fleet time; None: until woken), or a stop, request or resume."""
         self._wake.clear()
-        timeout = None if until is None else max(0.0, until - time.time())
+        if self._stop_signal is not None or self._restart is not None or self._resume:
+            return  # came while the caller was publishing: nothing to wait for
+        timeout = None if until is None else max(0.0, until - self.store.clock.now())
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await self._wake.wait()
@@ -401,7 +403,7 @@ class Supervisor:
         else:
             self.reason = f"{words}; crash {self.failures} in a row: restarting in {delay:g} s"
             log.warning("shardmon run: the child %s", self.reason)
-            await self._publish("backoff", self.reason, time.time() + delay)
+            await self._publish("backoff", self.reason, self.store.clock.now() + delay)
         return self._shell_code(returncode)
 
     async def _stop_child(self, child: asyncio.subprocess.Process) -> int:
