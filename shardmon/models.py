@@ -213,9 +213,11 @@ class RunState(_Strict):
     seen: float = Field(ge=0, allow_inf_nan=False)
 
     @property
-    def waiting(self) -> bool:
-        """Held back from restarting its child: a back-off, the IDENTIFY budget or a storm."""
-        return self.state in ("backoff", "held", "paused")
+    def holding(self) -> bool:
+        """Holding its child back until something lifts it (the IDENTIFY budget's reset, a
+        resume): what `restarts_held` alerts and `shardmon status` needs attention for. A
+        back-off ends by itself."""
+        return self.state in ("held", "paused")
 
     def to_json(self) -> str:
         return self.model_dump_json()

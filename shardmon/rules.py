@@ -855,7 +855,7 @@ class RestartsHeldRule:
         """Shard -> the state of its supervisor, where one that reported lately holds it."""
         fresh_after = fleet.now - limits.offline_after_s
         return {shard: state for state in fleet.supervisors.values()
-                if state.seen >= fresh_after and state.state in ("held", "paused")
+                if state.seen >= fresh_after and state.holding
                 for shard in state.shards}  # fmt: skip
 
     def judge(self, fleet: FleetView, limits: Limits) -> list[Finding]:

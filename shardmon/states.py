@@ -41,6 +41,8 @@ __all__ = [
     "parse_shard_list",
     "parse_shard_range",
     "parse_shard_ranges",
+    "public_state",
+    "publicly_up",
     "shard_code",
 ]
 
@@ -72,6 +74,7 @@ TILE_STATES: tuple[TileState, ...] = (
 )
 _RANK = {state.code: rank for rank, state in enumerate(TILE_STATES)}
 TILE_CODES = frozenset(_RANK)
+_PUBLIC = {state.code: state.public for state in TILE_STATES}
 #: Per-shard findings shown as their own state; any other rule on a shard marks it `W`.
 _FINDING_CODES = {DisconnectedRule.name: "X", ZombieRule.name: "Z", OfflineRule.name: ""}
 
@@ -181,6 +184,17 @@ def shard_code(sample: Sample | None, last_seen: float | None, now: float, limit
     if state.startswith("disconnected"):
         return "X"
     return {"zombie": "Z", "connecting": "R", "resuming": "R"}.get(state, "U")
+
+
+def public_state(code: str) -> str:
+    """What the status page says of a shard in state `code`: up, degraded, down, unknown."""
+    return _PUBLIC[code]
+
+
+def publicly_up(code: str) -> bool:
+    """Whether the public is told a shard in state `code` is up: its process reports and its
+    gateway is connected, or on its way back (resuming)."""
+    return public_state(code) in ("up", "degraded")
 
 
 def format_shard_ranges(shards: Iterable[int]) -> str:

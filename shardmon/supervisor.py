@@ -469,8 +469,7 @@ class Supervisor:
     async def _poll(self) -> None:
         interval = self.config.sample_interval_s
         with contextlib.suppress(*REDIS_FAILURES):
-            await self.store.forget_stale_supervisors(self.store.clock.now())
-            await self._forget_replaced()
+            await self.store.forget_stale_supervisors(self.store.clock.now(), self._replaced)
         while not self._stopping.is_set():
             try:
                 await self._poll_once()
@@ -494,25 +493,27 @@ class Supervisor:
             self._next_scheduled = next_scheduled(self.policy.schedule, now)
             if self.child is not None:
                 self.ask(_Restart("scheduled", {"reason": "a restart at a scheduled time"}))
-        await self.monitor.sampler.sync()  # the journal's events and what is pending first
         await self.store.report_supervisor(self.snapshot())
         if self.child is not None and not await self._child_samples_itself():
-            await self.monitor.sample_once()
+            await self.monitor.sample_once()  # which writes the journal's and pending ones too
+        else:
+            await self.monitor.sampler.sync()  # the journal's events, and what is pending
 
-    async def _forget_replaced(self) -> None:
-        """Forget the entries of earlier supervisors of these shards on this host whose process
-        is gone: a SIGKILLed supervisor could not remove its own."""
+    def _replaced(self, state: RunState) -> bool:
+        """An earlier supervisor of these shards on this host whose process is gone: a
+        SIGKILLed supervisor could not remove its own entry."""
         host = self.config.node.rpartition(":")[0]
-        for node, state in (await self.store.supervisors()).items():
-            other_host, _, pid = node.rpartition(":")
-            mine = set(state.shards) & set(self.config.shard_ids)
-            if node != self.config.node and mine and other_host == host and pid.isdigit():
-                try:
-                    os.kill(int(pid), 0)
-                except ProcessLookupError:
-                    await self.store.forget_supervisor(node)
-                except PermissionError:
-                    pass  # another user's process: alive
+        other_host, _, pid = state.node.rpartition(":")
+        mine = set(state.shards) & set(self.config.shard_ids)
+        if state.node == self.config.node or not mine or other_host != host or not pid.isdigit():
+            return False
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass  # another user's process: alive
+        return False
 
     def _take(self, request: RunRequest) -> None:
         if request.action == "resume":

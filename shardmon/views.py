@@ -90,7 +90,7 @@ def _attention(status: FleetStatus, states: Mapping[int, str], never_seen: int) 
         "zombie": sum(1 for state in states.values() if state == "zombie"),
     }
     reasons = [f"{n} shard(s) {what}" for what, n in counts.items() if n]
-    held = [s for s in status.supervisors.values() if s.state in ("held", "paused")]
+    held = [s for s in status.supervisors.values() if s.holding]
     if held:
         reasons.append(f"restarts held by {len(held)} supervisor(s)")
     if status.leadership.node is None:

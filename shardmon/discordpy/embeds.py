@@ -21,6 +21,7 @@ from shardmon.render import (
     status_emoji,
 )
 from shardmon.rules import Limits, StormReport, connection_state, shard_badge
+from shardmon.states import publicly_up, shard_code
 from shardmon.stats import (
     FleetSummary,
     Performance,
@@ -287,7 +288,7 @@ def public_shard_embed(
     online = last_seen is not None and now - last_seen <= limits.offline_after_s
     state = connection_state(sample, now, limits) if online else "-"
     badge = shard_badge(online, state)
-    up = online and not state.startswith("disconnected") and state != "zombie"
+    up = publicly_up(shard_code(sample, last_seen, now, limits))
     embed = discord.Embed(
         title=f"{badge[0]} Shard {shard} of {shard_count}", colour=GREEN if up else RED
     )

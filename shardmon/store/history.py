@@ -66,8 +66,8 @@ class HistoryStore(AlertStore):
 
     async def history(self, span: str, now: float | None = None) -> History:
         """The fleet over one of SPANS, a point a bucket (the current one included): the
-        rollups and a ZCOUNT of `restarts` a bucket in one round trip, then the storm alerts
-        of the `alerts` list. KeyError for a span that is not one of SPANS."""
+        rollups, a ZCOUNT of `restarts` a bucket and the `alerts` list (its storm alerts) in
+        one round trip. KeyError for a span that is not one of SPANS."""
         length, bucket_s = SPANS[span]
         now = self.clock.now() if now is None else now
         current = int(now // bucket_s * bucket_s)
@@ -78,7 +78,8 @@ class HistoryStore(AlertStore):
                 pipe.hgetall(rollup(start))
             for start in starts:
                 pipe.zcount(self.keys.restarts, start, f"({start + bucket_s}")
-            replies = await pipe.execute()
+            pipe.lrange(self.keys.alerts, 0, ALERTS_CAP - 1)
+            *replies, records = await pipe.execute()
         performance = summarize_rollups(replies[: len(starts)])
         columns, _ = rollup_columns(starts, replies[: len(starts)])  # the same buckets skipped
         if performance.skipped:
@@ -86,7 +87,7 @@ class HistoryStore(AlertStore):
         columns["restarts"] = [float(count) for count in replies[len(starts) :]]
         storms = [
             {"ts": record["ts"], "shards": record["shards"]}
-            for record in await self.recent_alerts(ALERTS_CAP)
+            for record in self._alert_records(records)
             if record["rule"] == RestartStormRule.name
             and record["kind"] == "alert"
             and record["ts"] >= starts[0]

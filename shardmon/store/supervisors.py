@@ -5,7 +5,7 @@ the `supervisors` hash (node -> its state, written every sampling interval) and 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -49,15 +49,20 @@ class SupervisorStore(StoreBase):
         states = self._parsed(raw, RunState.parse, self.keys.supervisors)
         return {s.node: s for s in states if fresh_after is None or s.seen >= fresh_after}
 
-    async def forget_stale_supervisors(self, now: float) -> int:
-        """Delete the entries of supervisors silent for FORGOTTEN_AFTER_S (or unreadable)."""
+    async def forget_stale_supervisors(
+        self, now: float, gone: Callable[[RunState], bool] = lambda state: False
+    ) -> int:
+        """Delete the entries of supervisors silent for FORGOTTEN_AFTER_S, unreadable ones, and
+        those `gone` says are (in one read of the hash)."""
         raw = await self.client.hgetall(self.keys.supervisors)
         stale = []
         for node, value in raw.items():
             try:
-                if RunState.parse(value).seen < now - FORGOTTEN_AFTER_S:
-                    stale.append(node)
+                state = RunState.parse(value)
             except MalformedData:
+                stale.append(node)
+                continue
+            if state.seen < now - FORGOTTEN_AFTER_S or gone(state):
                 stale.append(node)
         if stale:
             await self.client.hdel(self.keys.supervisors, *stale)

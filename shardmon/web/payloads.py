@@ -17,7 +17,7 @@ from shardmon.incidents import incidents
 from shardmon.models import RestartEvent, Sample
 from shardmon.render import clock_line, run_words, session_limit_line
 from shardmon.rules import CpuRule, Limits, MemoryRule, connection_state
-from shardmon.states import TILE_STATES, first_shard, shard_code
+from shardmon.states import TILE_STATES, first_shard, public_state, publicly_up, shard_code
 from shardmon.stats import Spread, clock_skews
 from shardmon.store import FleetBoard, GatewayCounts, History
 
@@ -252,8 +252,7 @@ def find_shard_payload(
     """ "Find my shard", for anyone: the server's shard, up or down, its latency and since
     when it runs, as /shard says them."""
     code = shard_code(sample, last_seen, now, settings.limits)
-    public = {state.code: state.public for state in TILE_STATES}[code]
-    up = public in ("up", "degraded")
+    public, up = public_state(code), publicly_up(code)
     return {
         "server": str(guild_id),  # a string: JavaScript's numbers cannot hold a snowflake
         "shard": shard,
